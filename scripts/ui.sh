@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Open the MLflow UI on the default store (or the store URI given as the first argument) on 127.0.0.1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+store=${1:-sqlite:///$PWD/outputs/mlflow.db}
+port=${PORT:-5000}
+echo "MLflow UI for $store at http://127.0.0.1:$port"
+exec .venv/bin/mlflow ui --backend-store-uri "$store" --host 127.0.0.1 --port "$port"

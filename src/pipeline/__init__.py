@@ -1,0 +1,1 @@
+"""Experiment-tracking pipeline: Hydra configs -> Lightning training -> MLflow store."""

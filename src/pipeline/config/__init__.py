@@ -1,0 +1,24 @@
+"""Config schema, validation and safe instantiation; registers the `repo_root` resolver."""
+
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+# src/pipeline/config/__init__.py -> the repository root (the package is installed editable).
+REPO_ROOT = Path(__file__).resolve().parents[3]
+CONF_DIR = REPO_ROOT / "conf"
+
+if not OmegaConf.has_resolver("repo_root"):
+    OmegaConf.register_new_resolver("repo_root", lambda: str(REPO_ROOT))
+
+
+def register_schema() -> None:
+    """Make `train_schema` (the first entry of conf/train.yaml's defaults) known to Hydra."""
+    from hydra.core.config_store import ConfigStore
+
+    from pipeline.config.schema import TrainConfig
+
+    ConfigStore.instance().store(name="train_schema", node=TrainConfig)
+
+
+register_schema()

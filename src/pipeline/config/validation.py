@@ -1,0 +1,86 @@
+"""Validate a training config (composed by Hydra or read back from a store) against the schema."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from pipeline.config.schema import SECTION_SCHEMAS, TARGET_SCHEMAS, TrainConfig
+from pipeline.errors import ConfigError
+
+
+def _first_line(text: str) -> str:
+    return str(text).strip().splitlines()[0] if str(text).strip() else ""
+
+
+def omegaconf_error_line(err: OmegaConfBaseException, prefix: str = "") -> str:
+    """One line from an OmegaConf error: the full key, then the message without its dump."""
+    key = getattr(err, "full_key", None) or ""
+    full_key = f"{prefix}.{key}" if prefix and key else (key or prefix)
+    message = _first_line(getattr(err, "msg", None) or str(err))
+    return f"{full_key}: {message}" if full_key else message
+
+
+def _check_targets_are_literal(cfg: DictConfig) -> None:
+    """A `_target_` built from an interpolation could point anywhere once resolved: refuse it."""
+    for section in SECTION_SCHEMAS:
+        node = OmegaConf.select(cfg, section, throw_on_resolution_failure=False)
+        if isinstance(node, DictConfig) and "_target_" in node and OmegaConf.is_interpolation(node, "_target_"):
+            raise ConfigError(f"{section}._target_: interpolations are not allowed in _target_")
+
+
+def _lookup(plain: Any, dotted_key: str) -> Any:
+    for part in dotted_key.split("."):
+        plain = plain.get(part) if isinstance(plain, dict) else None
+    return plain
+
+
+def _typed_section(section: str, node: Any) -> DictConfig:
+    if not isinstance(node, dict) or "_target_" not in node:
+        raise ConfigError(f"{section}: needs a _target_ naming what to build")
+    target = node["_target_"]
+    allowed = {schema._target_ for schema in SECTION_SCHEMAS[section]}  # type: ignore[attr-defined]
+    if target not in allowed:
+        raise ConfigError(f"{section}._target_: {target!r} is not allowed here (allowed: {', '.join(sorted(allowed))})")
+    try:
+        return OmegaConf.merge(OmegaConf.structured(TARGET_SCHEMAS[target]), node)
+    except OmegaConfBaseException as err:
+        raise ConfigError(omegaconf_error_line(err, section)) from None
+
+
+def _run_checks(obj: Any) -> None:
+    """Call every dataclass's ``check()`` depth first, so the innermost key is named."""
+    if not dataclasses.is_dataclass(obj):
+        return
+    for field in dataclasses.fields(obj):
+        _run_checks(getattr(obj, field.name))
+    check = getattr(obj, "check", None)
+    if check is not None:
+        check()
+
+
+def validate(cfg: DictConfig) -> DictConfig:
+    """Return a resolved, typed copy of ``cfg`` or raise ConfigError naming the first bad key."""
+    _check_targets_are_literal(cfg)
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise ConfigError(f"{missing[0]}: missing value (set it on the command line, e.g. {missing[0]}=...)")
+    try:
+        plain = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+        typed = OmegaConf.merge(OmegaConf.structured(TrainConfig), plain)
+    except OmegaConfBaseException as err:
+        raise ConfigError(omegaconf_error_line(err)) from None
+    for section in SECTION_SCHEMAS:
+        node = _lookup(plain, section)
+        if section == "scheduler" and node is None:
+            continue  # no learning-rate schedule
+        OmegaConf.update(typed, section, _typed_section(section, node), merge=False)
+    try:
+        _run_checks(OmegaConf.to_object(typed))
+    except OmegaConfBaseException as err:
+        raise ConfigError(omegaconf_error_line(err)) from None
+    OmegaConf.set_readonly(typed, True)
+    return typed

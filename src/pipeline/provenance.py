@@ -1,0 +1,60 @@
+"""What a rerun needs to know about the code and the machine: git state, versions, threads."""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Optional
+
+
+@dataclass(frozen=True)
+class GitState:
+    commit: Optional[str]
+    dirty: bool
+    diff: str  # `git diff HEAD` when dirty, including staged changes; untracked files are listed
+
+
+def _git(repo: Path, *args: str) -> Optional[str]:
+    try:
+        done = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout if done.returncode == 0 else None
+
+
+def git_state(repo: Path) -> GitState:
+    commit = _git(repo, "rev-parse", "HEAD")
+    if commit is None:
+        return GitState(commit=None, dirty=False, diff="")
+    status = _git(repo, "status", "--porcelain") or ""
+    if not status.strip():
+        return GitState(commit=commit.strip(), dirty=False, diff="")
+    untracked = [line[3:] for line in status.splitlines() if line.startswith("??")]
+    diff = _git(repo, "diff", "HEAD") or ""
+    if untracked:
+        diff += "\n# untracked files:\n" + "\n".join(f"#   {path}" for path in untracked) + "\n"
+    return GitState(commit=commit.strip(), dirty=True, diff=diff)
+
+
+def installed_packages() -> str:
+    """`name==version` of every installed distribution, sorted: the environment's lock."""
+    lines = {f"{dist.metadata['Name']}=={dist.version}" for dist in metadata.distributions() if dist.metadata["Name"]}
+    return "\n".join(sorted(lines, key=str.lower)) + "\n"
+
+
+def runtime_versions() -> dict[str, str]:
+    import pytorch_lightning
+    import torch
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "lightning": pytorch_lightning.__version__,
+        "mlflow": metadata.version("mlflow"),
+        "platform": platform.platform(),
+        "cpu": platform.processor() or platform.machine(),
+        "torch_threads": str(torch.get_num_threads()),
+    }

@@ -1,0 +1,1 @@
+"""Everything MLflow: the only package of the pipeline that imports mlflow."""

@@ -1,0 +1,122 @@
+"""The one MLflow run of a training run: opened, filled and closed with an honest status.
+
+Every fluent ``mlflow.*`` call made while the run is open lands in it (no stray runs).
+Leaving the block marks it FINISHED, FAILED (an exception; the reason is tagged) or
+KILLED (SIGINT / SIGTERM); it is never left RUNNING.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Optional
+
+import mlflow
+import numpy as np
+import torch
+from mlflow import MlflowClient
+from mlflow.models import infer_signature
+
+from pipeline.data.splits import ImageSplits
+from pipeline.errors import RunInterrupted
+from pipeline.interrupts import received_signal
+from pipeline.provenance import GitState
+from pipeline.tracking.logger import MlflowBatchLogger, flatten
+from pipeline.tracking.store import ensure_experiment
+
+# MLflow's datasets table stores digests of at most 36 characters; the full SHA-256 is a tag.
+_DATASET_DIGEST_CHARS = 32
+_SPLIT_CONTEXTS = {"train": "training", "val": "validation", "test": "testing"}
+
+
+class TrackedRun:
+    def __init__(self, uri: str, experiment: str, output_root: Path, run_name: Optional[str], tags: dict[str, str]) -> None:
+        self.uri, self.experiment, self.output_root = uri, experiment, output_root
+        self.run_name, self.tags = run_name, tags
+        self.client = MlflowClient(tracking_uri=uri)
+        self.run_id = ""
+        self.experiment_id = ""
+
+    def __enter__(self) -> TrackedRun:
+        mlflow.set_tracking_uri(self.uri)
+        self.experiment_id = ensure_experiment(self.uri, self.experiment, self.output_root)
+        run = mlflow.start_run(experiment_id=self.experiment_id, run_name=self.run_name, tags=self.tags)
+        self.run_id = run.info.run_id
+        return self
+
+    def __exit__(
+        self, exc_type: Optional[type[BaseException]], exc: Optional[BaseException], tb: Optional[TracebackType]
+    ) -> None:
+        stop_signal = received_signal()
+        if exc is None:
+            status = "FINISHED"
+        elif stop_signal or isinstance(exc, (KeyboardInterrupt, RunInterrupted)):
+            status = "KILLED"
+            mlflow.set_tag("failure_reason", f"interrupted by {stop_signal or 'SIGINT'}")
+        else:
+            status = "FAILED"
+            message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            mlflow.set_tag("failure_reason", f"{type(exc).__name__}: {message}"[:5000])
+        mlflow.end_run(status=status)
+
+    @property
+    def ui_url(self) -> str:
+        return f"#/experiments/{self.experiment_id}/runs/{self.run_id}"
+
+    def metrics_logger(self, flush_every_s: float) -> MlflowBatchLogger:
+        return MlflowBatchLogger(self.client, self.run_id, flush_every_s)
+
+    def log_config(self, resolved: dict[str, Any], config_yaml: str, overrides: list[str]) -> None:
+        """The resolved config as params (flattened, full values) and as YAML; the overrides as given."""
+        self.metrics_logger(flush_every_s=0).log_hyperparams(resolved)
+        mlflow.log_text(config_yaml, "config/config.yaml")
+        mlflow.log_text("\n".join(overrides) + ("\n" if overrides else ""), "config/overrides.txt")
+        mlflow.set_tag("overrides", " ".join(overrides))
+
+    def log_provenance(self, git: GitState, versions: dict[str, str], packages: str) -> None:
+        tags = {f"version.{name}": value for name, value in versions.items()}
+        tags["git.dirty"] = str(git.dirty).lower()
+        if git.commit:
+            tags["git.commit"] = git.commit
+            tags["mlflow.source.git.commit"] = git.commit
+        mlflow.set_tags(tags)
+        if git.dirty:
+            mlflow.log_text(git.diff, "code/git.diff")
+        mlflow.log_text(packages, "environment/requirements.lock")
+
+    def log_dataset(self, name: str, splits: ImageSplits) -> None:
+        """Each split as an MLflow dataset input (schema, profile, digest); the full digest as a tag."""
+        mlflow.set_tags({"data.name": name, "data.digest": splits.digest()})
+        for split_name, split in splits.splits().items():
+            dataset = mlflow.data.from_numpy(
+                split.images.numpy(),
+                targets=split.labels.numpy(),
+                name=f"{name}-{split_name}",
+                digest=split.digest()[:_DATASET_DIGEST_CHARS],
+            )
+            mlflow.log_input(dataset, context=_SPLIT_CONTEXTS[split_name], tags={"num_samples": str(len(split))})
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        mlflow.log_metrics(metrics, step=step)
+
+    def log_checkpoint(self, path: Path) -> None:
+        mlflow.log_artifact(str(path), artifact_path="checkpoints")
+
+    def log_model(self, model: torch.nn.Module, example: torch.Tensor, name: str = "model") -> str:
+        """Log ``model`` as an MLflow model (signature + input example) and return its URI."""
+        model = model.eval()
+        example_np = example.numpy()
+        with torch.no_grad():
+            output = model(example).numpy()
+        info = mlflow.pytorch.log_model(
+            model,
+            name=name,
+            signature=infer_signature(example_np, output),
+            input_example=example_np,
+            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"numpy=={np.__version__}"],
+        )
+        return info.model_uri
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        mlflow.log_text(text, artifact_file)
+

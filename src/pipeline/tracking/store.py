@@ -1,0 +1,38 @@
+"""Resolve where runs go, and create the store and experiment once, before anything logs."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Optional
+
+from mlflow import MlflowClient
+
+# MLflow announces every schema migration of a new SQLite store at INFO: not news to a user.
+logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
+logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+def resolve_tracking_uri(uri: Optional[str], output_root: Path) -> str:
+    """Absolute store URI: Hydra job folders and DDP workers must all reach the same store."""
+    if uri is None:
+        return f"sqlite:///{(output_root / 'mlflow.db').resolve()}"
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        return f"sqlite:///{Path(uri.removeprefix('sqlite:///')).resolve()}"
+    return uri
+
+
+def is_server_uri(uri: str) -> bool:
+    return uri.startswith(("http://", "https://"))
+
+
+def ensure_experiment(uri: str, name: str, output_root: Path) -> str:
+    """Experiment id for ``name``, created if missing (with artifacts beside a local store)."""
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    artifact_location = None if is_server_uri(uri) else (output_root / "artifacts").resolve().as_uri()
+    return client.create_experiment(name, artifact_location=artifact_location)

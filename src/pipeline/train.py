@@ -1,0 +1,164 @@
+"""`pipeline-train`: compose the config, train, test and log one run to MLflow.
+
+Read `train()` top to bottom: validate, seed, load data, build model and task, open the
+MLflow run, fit, test the best checkpoint, log checkpoint and model. Heavy imports
+(torch, Lightning, MLflow) happen inside functions so that a bad override is reported
+before any of them is paid for.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from pipeline.config import CONF_DIR
+from pipeline.config.compose import compose_config
+from pipeline.config.instantiate import safe_instantiate
+from pipeline.config.schema import STEP_SCHEDULERS
+from pipeline.config.validation import validate
+from pipeline.errors import ConfigError, PipelineError
+
+log = logging.getLogger("pipeline")
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    run_id: str
+    tracking_uri: str
+    experiment_id: str
+    test_metrics: dict[str, float]
+    model_uri: str | None
+
+
+def quiet_known_noise() -> None:
+    """Silence tips and warnings that say nothing about this run."""
+    logging.getLogger("pytorch_lightning.utilities.rank_zero").setLevel(logging.WARNING)
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=r".*`isinstance\(treespec, LeafSpec\)` is deprecated.*")
+
+
+def build_model(cfg: DictConfig, image_shape: tuple[int, ...], num_classes: int) -> Any:
+    from pipeline.models.normalize import Classifier
+
+    backbone = safe_instantiate(cfg.model, "model", input_shape=list(image_shape), num_classes=num_classes)
+    return Classifier(backbone, mean=list(cfg.data.mean), std=list(cfg.data.std))
+
+
+def build_task(cfg: DictConfig, model: Any, num_classes: int) -> Any:
+    from pipeline.task import ClassificationTask
+
+    scheduler = safe_instantiate(cfg.scheduler, "scheduler") if cfg.scheduler is not None else None
+    interval = "step" if cfg.scheduler is not None and cfg.scheduler._target_ in STEP_SCHEDULERS else "epoch"
+    return ClassificationTask(model, num_classes, safe_instantiate(cfg.optimizer, "optimizer"), scheduler, interval)
+
+
+def train(cfg: DictConfig, overrides: list[str]) -> TrainResult:
+    """Train, test and track one run of ``cfg`` (composed or stored); raises PipelineError on bad input."""
+    cfg = validate(cfg)
+    import pytorch_lightning as pl
+    import torch
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    from pipeline.interrupts import signals_raise
+    from pipeline.provenance import git_state, installed_packages, runtime_versions
+    from pipeline.tracking.run import TrackedRun
+    from pipeline.tracking.store import resolve_tracking_uri
+
+    output_root = Path(cfg.paths.output_root)
+    if cfg.trainer.threads is not None:
+        torch.set_num_threads(cfg.trainer.threads)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+
+    datamodule = safe_instantiate(cfg.data, "data")
+    splits = datamodule.splits
+    num_classes = len(splits.class_names)
+    task = build_task(cfg, build_model(cfg, splits.image_shape, num_classes), num_classes)
+
+    uri = resolve_tracking_uri(cfg.tracking.uri, output_root)
+    tags = {"model": cfg.model._target_.rsplit(".", 1)[-1].lower(), **cfg.tags}
+    with signals_raise(), TrackedRun(uri, cfg.tracking.experiment, output_root, cfg.run_name, tags) as run:
+        log.info("run %s in %s", run.run_id, uri)
+        run.log_config(OmegaConf.to_container(cfg), OmegaConf.to_yaml(cfg), overrides)
+        run.log_provenance(git_state(Path(__file__).resolve().parent), runtime_versions(), installed_packages())
+        run.log_dataset(cfg.data.name, splits)
+
+        checkpoint = ModelCheckpoint(
+            dirpath=output_root / "checkpoints" / run.run_id,
+            filename="best",
+            monitor="val/acc",
+            mode="max",
+            save_last=True,
+        )
+        trainer = pl.Trainer(
+            accelerator=cfg.trainer.accelerator,
+            devices=cfg.trainer.devices,
+            strategy=cfg.trainer.strategy,
+            num_nodes=cfg.trainer.num_nodes,
+            precision=cfg.trainer.precision,
+            max_epochs=cfg.trainer.max_epochs,
+            deterministic=cfg.trainer.deterministic,
+            log_every_n_steps=cfg.trainer.log_every_n_steps,
+            gradient_clip_val=cfg.trainer.gradient_clip_val,
+            logger=run.metrics_logger(cfg.tracking.flush_every_s),
+            callbacks=[checkpoint],
+            default_root_dir=output_root,
+            enable_progress_bar=sys.stderr.isatty(),
+            enable_model_summary=False,
+        )
+        trainer.fit(task, datamodule=datamodule)
+        test_metrics = trainer.test(task, datamodule=datamodule, ckpt_path="best", verbose=False)[0]
+        run.log_metrics({"best/val_acc": float(checkpoint.best_model_score)}, step=trainer.global_step)
+        if cfg.tracking.log_checkpoint:
+            run.log_checkpoint(Path(checkpoint.best_model_path))
+        model_uri = run.log_model(task.model, splits.test.images[:8].clone()) if cfg.tracking.log_model else None
+    return TrainResult(run.run_id, uri, run.experiment_id, {k: float(v) for k, v in test_metrics.items()}, model_uri)
+
+
+def print_summary(result: TrainResult) -> None:
+    metrics = "  ".join(f"{name}={value:.4f}" for name, value in sorted(result.test_metrics.items()))
+    print(f"run id:  {result.run_id}")
+    print(f"test:    {metrics}")
+    if result.model_uri:
+        print(f"model:   {result.model_uri}")
+    if result.tracking_uri.startswith("sqlite:///"):
+        print(f"ui:      scripts/ui.sh {result.tracking_uri}   then open")
+        print(f"         http://127.0.0.1:5000/#/experiments/{result.experiment_id}/runs/{result.run_id}")
+    else:
+        print(f"ui:      {result.tracking_uri}/#/experiments/{result.experiment_id}/runs/{result.run_id}")
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
+def _hydra_entry(cfg: DictConfig) -> float:
+    quiet_known_noise()
+    try:
+        result = train(cfg, list(HydraConfig.get().overrides.task))
+    except PipelineError as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(1) from None
+    print_summary(result)
+    return result.test_metrics["test/acc"]
+
+
+def main() -> None:
+    """Console script. Plain runs are composed and validated first, so bad input costs no imports."""
+    args = sys.argv[1:]
+    if not any(arg.startswith("-") for arg in args):
+        try:
+            compose_config(args)
+        except ConfigError as err:
+            print(f"error: {err}", file=sys.stderr)
+            raise SystemExit(2) from None
+    _hydra_entry()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,81 @@
+"""Shared fixtures: a temp output root (SQLite store, artifacts, checkpoints) and tiny-run overrides."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from pipeline.config.compose import compose_config
+from pipeline.train import TrainResult, train
+
+TINY_DATA = ["data=synthetic", "data.train_size=96", "data.val_size=32", "data.test_size=64", "data.batch_size=32"]
+
+
+@pytest.fixture
+def output_root(tmp_path: Path) -> Path:
+    return tmp_path / "outputs"
+
+
+@pytest.fixture
+def tiny(output_root: Path) -> list[str]:
+    """Overrides for a run that trains for real but takes a few seconds."""
+    return [*TINY_DATA, "trainer.max_epochs=2", "trainer.threads=1", f"paths.output_root={output_root}"]
+
+
+@pytest.fixture
+def store(output_root: Path) -> MlflowClient:
+    return MlflowClient(tracking_uri=f"sqlite:///{output_root / 'mlflow.db'}")
+
+
+def run_training(overrides: list[str]) -> TrainResult:
+    """What `pipeline-train <overrides>` does, in-process."""
+    return train(compose_config(overrides), overrides)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real `mlflow server` process on 127.0.0.1 that stores artifacts itself."""
+    root = tmp_path_factory.mktemp("mlflow-server")
+    port = free_port()
+    command = [
+        str(Path(sys.executable).parent / "mlflow"), "server",
+        "--backend-store-uri", f"sqlite:///{root / 'server.db'}",
+        "--artifacts-destination", str(root / "artifacts"),
+        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+    ]  # fmt: skip
+    log = (root / "server.log").open("w")
+    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                if response.status == 200:
+                    break
+        except OSError:
+            time.sleep(0.5)
+        if server.poll() is not None:
+            raise RuntimeError(f"mlflow server exited: {(root / 'server.log').read_text()[-2000:]}")
+    else:
+        server.kill()
+        raise RuntimeError("mlflow server did not answer /health within 90 s")
+    yield url
+    os.killpg(server.pid, signal.SIGTERM)
+    server.wait(timeout=30)
+    log.close()

@@ -1,0 +1,109 @@
+"""Every config option composes and validates; bad keys, values and targets are refused by name."""
+
+from __future__ import annotations
+
+import pytest
+from omegaconf import OmegaConf
+
+from pipeline.config import CONF_DIR
+from pipeline.config.compose import compose_config
+from pipeline.config.instantiate import safe_instantiate
+from pipeline.config.validation import validate
+from pipeline.errors import ConfigError
+
+GROUPS = ("data", "model", "optimizer", "scheduler", "trainer", "tracking")
+
+
+def group_options() -> list[str]:
+    return [
+        f"{group}={path.stem}"
+        for group in GROUPS
+        for path in sorted((CONF_DIR / group).glob("*.yaml"))
+        if not path.stem.startswith("_")
+    ]
+
+
+def test_defaults_compose_to_the_documented_run() -> None:
+    cfg = compose_config([])
+    assert cfg.data._target_ == "pipeline.data.sources.MnistSubset"
+    assert cfg.model._target_ == "pipeline.models.cnn.CNN"
+    assert cfg.optimizer._target_ == "torch.optim.Adam"
+    assert cfg.scheduler is None
+    assert OmegaConf.missing_keys(cfg) == set()
+
+
+@pytest.mark.parametrize("option", group_options())
+def test_every_option_composes(option: str) -> None:
+    cfg = compose_config([option])
+    group, name = option.split("=")
+    if group == "scheduler" and name != "none":
+        assert cfg.scheduler._target_.startswith("torch.optim.lr_scheduler.")
+
+
+def test_scheduler_interpolations_follow_their_sources() -> None:
+    cfg = compose_config(["scheduler=onecycle", "optimizer=sgd", "optimizer.lr=0.2"])
+    assert cfg.scheduler.max_lr == 0.2
+    assert compose_config(["scheduler=cosine", "trainer.max_epochs=7"]).scheduler.T_max == 7
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["model=nope"], "model=nope: no such option (available: cnn, mlp, rnn, transformer)"),
+        (["optimizer.lr=abc"], "optimizer.lr: Value 'abc' of type 'str' could not be converted to Float"),
+        (["trainer.max_epochs=-1"], "trainer.max_epochs: must be > 0, got -1"),
+        (["trainer.max_epochs=abc"], "trainer.max_epochs: Value 'abc'"),
+        (["optimizer.lrr=1"], "optimizer.lrr: Key 'lrr' is not in struct"),
+        (["+optimizer.lrr=1"], "optimizer.lrr: Key 'lrr' not in 'AdamConfig'"),
+        (["model.dropout=1.5"], "model.dropout: must be in [0, 1)"),
+        (["model=transformer", "model.num_heads=3"], "model.d_model: 64 is not divisible by model.num_heads=3"),
+        (["data.batch_size=0"], "data.batch_size: must be > 0"),
+        (["data=mnist", "data.dataset=svhn"], "data.dataset: unknown data set 'svhn'"),
+        (["tracking.experiment=???"], "tracking.experiment: missing value"),
+    ],
+)
+def test_bad_input_names_the_key(overrides: list[str], expected: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        compose_config(overrides)
+    message = str(caught.value)
+    assert message.startswith(expected)
+    assert "\n" not in message
+
+
+def stored_config(**section: dict) -> dict:
+    """A config as read back from a store, with one section replaced."""
+    plain = OmegaConf.to_container(compose_config([]), resolve=True)
+    plain.update(section)
+    return plain
+
+
+@pytest.mark.parametrize("target", ["os.system", "torch.load", "torch.hub.load", "builtins.eval"])
+def test_stored_config_with_a_foreign_target_is_refused(target: str) -> None:
+    with pytest.raises(ConfigError, match=rf"model._target_: '{target}' is not allowed here"):
+        validate(OmegaConf.create(stored_config(model={"_target_": target, "command": "echo pwned"})))
+
+
+def test_a_model_target_in_the_optimizer_section_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"optimizer._target_: 'pipeline.models.cnn.CNN' is not allowed here"):
+        validate(OmegaConf.create(stored_config(optimizer={"_target_": "pipeline.models.cnn.CNN"})))
+
+
+def test_interpolated_target_is_refused() -> None:
+    plain = stored_config()
+    plain["tags"] = {"evil": "os.system"}
+    plain["model"]["_target_"] = "${tags.evil}"
+    with pytest.raises(ConfigError, match="model._target_: interpolations are not allowed"):
+        validate(OmegaConf.create(plain))
+
+
+def test_safe_instantiate_refuses_nested_targets() -> None:
+    node = OmegaConf.create({"_target_": "torch.optim.Adam", "_partial_": True, "lr": {"_target_": "torch.load", "f": "x"}})
+    with pytest.raises(ConfigError, match=r"optimizer.lr._target_: target 'torch.load' is not on the allowlist"):
+        safe_instantiate(node, "optimizer")
+
+
+def test_validated_config_is_read_only_and_typed() -> None:
+    cfg = compose_config(["optimizer.lr=0.01"])
+    assert isinstance(cfg.optimizer.lr, float)
+    with pytest.raises(Exception):
+        cfg.optimizer.lr = 1.0

@@ -1,0 +1,121 @@
+"""End to end, in-process: real Lightning training on tiny data into a real SQLite store."""
+
+from __future__ import annotations
+
+import mlflow
+import numpy as np
+import pytest
+import yaml
+from mlflow import MlflowClient
+
+from conftest import run_training
+from pipeline.config.compose import compose_config
+from pipeline.config.instantiate import safe_instantiate
+from pipeline.task import ClassificationTask
+
+FAMILIES = ("cnn", "rnn", "transformer", "mlp")
+
+
+def only_run(store: MlflowClient):
+    experiment = store.get_experiment_by_name("digits")
+    runs = store.search_runs([experiment.experiment_id])
+    assert len(runs) == 1, "exactly one MLflow run per training run"
+    return runs[0]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_each_model_family_trains_and_lands_whole_in_the_store(family: str, tiny: list[str], store: MlflowClient) -> None:
+    overrides = [*tiny, f"model={family}", "run_name=tiny-" + family]
+    result = run_training(overrides)
+    run = only_run(store)
+    assert run.info.run_id == result.run_id and run.info.status == "FINISHED"
+    assert run.info.run_name == f"tiny-{family}"
+
+    # the resolved config as params, with full values, and as artifacts
+    params = run.data.params
+    assert params["model._target_"].endswith(family.upper() if family != "transformer" else "Transformer")
+    assert params["trainer.max_epochs"] == "2" and params["seed"] == "42"
+    run_id = run.info.run_id
+    stored = yaml.safe_load(mlflow.artifacts.load_text(f"runs:/{run_id}/config/config.yaml"))
+    assert stored["model"]["_target_"] == params["model._target_"]
+    assert mlflow.artifacts.load_text(f"runs:/{run_id}/config/overrides.txt").split() == overrides
+    assert "torch==2.14.1" in mlflow.artifacts.load_text(f"runs:/{run_id}/environment/requirements.lock")
+
+    # per-step training loss, per-epoch validation, final test metrics
+    steps_per_epoch = 96 // 32
+    losses = store.get_metric_history(run_id, "train/loss")
+    assert [m.step for m in losses] == list(range(2 * steps_per_epoch))
+    assert [m.step for m in store.get_metric_history(run_id, "val/acc")] == [steps_per_epoch - 1, 2 * steps_per_epoch - 1]
+    assert run.data.metrics["test/acc"] == pytest.approx(result.test_metrics["test/acc"])
+    assert {"val/loss", "train/acc", "test/loss", "best/val_acc"} <= set(run.data.metrics)
+
+    # data set inputs with content digests
+    inputs = {i.dataset.name: i for i in run.inputs.dataset_inputs}
+    assert set(inputs) == {"synthetic-train", "synthetic-val", "synthetic-test"}
+    assert len(run.data.tags["data.digest"]) == 64
+    assert run.data.tags["git.dirty"] in {"true", "false"}
+
+    # the best checkpoint, and the model as an MLflow model that predicts
+    assert [a.path for a in store.list_artifacts(run_id, "checkpoints")] == ["checkpoints/best.ckpt"]
+    assert result.model_uri and result.model_uri.startswith("models:/")
+
+
+def test_logged_model_predicts_with_the_logged_test_accuracy(tiny: list[str], store: MlflowClient, output_root) -> None:
+    result = run_training([*tiny, "trainer.max_epochs=3"])
+    mlflow.set_tracking_uri(result.tracking_uri)
+    model = mlflow.pyfunc.load_model(result.model_uri)
+    splits = safe_instantiate(compose_config(tiny).data, "data").splits
+    predictions = model.predict(splits.test.images.numpy())
+    accuracy = float((np.argmax(predictions, axis=1) == splits.test.labels.numpy()).mean())
+    assert accuracy == pytest.approx(only_run(store).data.metrics["test/acc"], abs=1e-6)
+    signature = model.metadata.get_input_schema().inputs[0]
+    assert tuple(signature.shape) == (-1, 1, 28, 28)
+
+
+def test_learns_the_synthetic_task(tiny: list[str]) -> None:
+    result = run_training([*tiny, "trainer.max_epochs=4", "tracking.log_model=false"])
+    assert result.test_metrics["test/acc"] > 0.5  # chance is 0.1
+
+
+def test_same_config_and_seed_give_identical_metrics(tiny: list[str], store: MlflowClient) -> None:
+    overrides = [*tiny, "tracking.log_model=false", "tracking.log_checkpoint=false"]
+    first, second = run_training(overrides), run_training(overrides)
+    assert first.test_metrics == second.test_metrics
+    history = [[m.value for m in store.get_metric_history(r.run_id, "train/loss")] for r in (first, second)]
+    assert history[0] == history[1]
+    third = run_training([*overrides, "seed=7"])
+    assert third.test_metrics != first.test_metrics
+
+
+@pytest.mark.parametrize("scheduler", ["cosine", "onecycle"])
+def test_schedulers_drive_the_learning_rate(scheduler: str, tiny: list[str], store: MlflowClient) -> None:
+    result = run_training([*tiny, f"scheduler={scheduler}", "optimizer=sgd", "tracking.log_model=false"])
+    assert store.get_run(result.run_id).info.status == "FINISHED"
+
+
+def test_exception_during_training_marks_the_run_failed_and_keeps_metrics(
+    tiny: list[str], store: MlflowClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_step = ClassificationTask.training_step
+
+    def failing_step(self, batch, batch_idx):
+        if self.current_epoch == 1:
+            raise RuntimeError("disk full\nsecond line")
+        return real_step(self, batch, batch_idx)
+
+    monkeypatch.setattr(ClassificationTask, "training_step", failing_step)
+    with pytest.raises(RuntimeError, match="disk full"):
+        run_training(tiny)
+    run = only_run(store)
+    assert run.info.status == "FAILED"
+    assert run.data.tags["failure_reason"] == "RuntimeError: disk full"
+    assert len(store.get_metric_history(run.info.run_id, "train/loss")) == 3  # epoch 0 survived
+
+
+def test_http_tracking_uri_goes_through_a_real_server(tiny: list[str], mlflow_server: str) -> None:
+    result = run_training([*tiny, f"tracking.uri={mlflow_server}", "tracking.log_model=false"])
+    client = MlflowClient(tracking_uri=mlflow_server)
+    run = client.get_run(result.run_id)
+    assert run.info.status == "FINISHED" and "test/acc" in run.data.metrics
+    assert [a.path for a in client.list_artifacts(result.run_id, "config")] == ["config/config.yaml", "config/overrides.txt"]
+    assert [a.path for a in client.list_artifacts(result.run_id, "checkpoints")] == ["checkpoints/best.ckpt"]
