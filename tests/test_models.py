@@ -16,7 +16,7 @@ FAMILIES = ("cnn", "rnn", "transformer", "mlp")
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32)])
 def test_backbone_builds_for_any_image_shape(family: str, shape: tuple[int, int, int]) -> None:
-    overrides = [f"model={family}"] + (["model.patch_size=8"] if family == "transformer" and shape[1] == 32 else [])
+    overrides = [f"model={family}"] + (["model.tokens=patch", "model.patch_size=8"] if family == "transformer" and shape[1] == 32 else [])
     cfg = compose_config(overrides)
     backbone = safe_instantiate(cfg.model, "model", input_shape=list(shape), num_classes=7)
     model = Classifier(backbone, mean=[0.5] * shape[0], std=[0.25] * shape[0]).eval()
@@ -40,7 +40,7 @@ def test_row_tokens_make_one_token_per_image_row() -> None:
 
 
 def test_patch_tokens_keep_every_pixel_once() -> None:
-    cfg = compose_config(["model=transformer", "model.patch_size=7"])
+    cfg = compose_config(["model=transformer", "model.tokens=patch", "model.patch_size=7"])
     backbone = safe_instantiate(cfg.model, "model", input_shape=[1, 28, 28], num_classes=10)
     images = torch.arange(28 * 28, dtype=torch.float32).view(1, 1, 28, 28)
     tokens = backbone.tokenize(images)
@@ -50,7 +50,7 @@ def test_patch_tokens_keep_every_pixel_once() -> None:
 
 
 def test_patch_that_does_not_tile_the_image_is_a_clear_error() -> None:
-    cfg = compose_config(["model=transformer", "model.patch_size=5"])
+    cfg = compose_config(["model=transformer", "model.tokens=patch", "model.patch_size=5"])
     with pytest.raises(ConfigError, match="^model: model.patch_size=5 does not divide the 28x28 image$"):
         safe_instantiate(cfg.model, "model", input_shape=[1, 28, 28], num_classes=10)
 

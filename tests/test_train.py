@@ -60,8 +60,9 @@ def test_each_model_family_trains_and_lands_whole_in_the_store(family: str, tiny
     assert result.model_uri and result.model_uri.startswith("models:/")
 
 
-def test_logged_model_predicts_with_the_logged_test_accuracy(tiny: list[str], store: MlflowClient, output_root) -> None:
-    result = run_training([*tiny, "trainer.max_epochs=3"])
+@pytest.mark.parametrize("family", ["cnn", "rnn", "transformer"])
+def test_logged_model_predicts_with_the_logged_test_accuracy(family: str, tiny: list[str], store: MlflowClient) -> None:
+    result = run_training([*tiny, "trainer.max_epochs=3", f"model={family}"])
     mlflow.set_tracking_uri(result.tracking_uri)
     model = mlflow.pyfunc.load_model(result.model_uri)
     splits = safe_instantiate(compose_config(tiny).data, "data").splits

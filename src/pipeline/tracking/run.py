@@ -7,6 +7,7 @@ KILLED (SIGINT / SIGTERM); it is never left RUNNING.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Optional
@@ -108,13 +109,16 @@ class TrackedRun:
         example_np = example.numpy()
         with torch.no_grad():
             output = model(example).numpy()
-        info = mlflow.pytorch.log_model(
-            model,
-            name=name,
-            signature=infer_signature(example_np, output),
-            input_example=example_np,
-            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"numpy=={np.__version__}"],
-        )
+        with warnings.catch_warnings():
+            # torch.export notes that nn.LSTM re-assigns its flat weights: harmless for inference
+            warnings.filterwarnings("ignore", message=r"The tensor attributes .* were assigned during export")
+            info = mlflow.pytorch.log_model(
+                model,
+                name=name,
+                signature=infer_signature(example_np, output),
+                input_example=example_np,
+                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"numpy=={np.__version__}"],
+            )
         return info.model_uri
 
     def log_text(self, text: str, artifact_file: str) -> None:

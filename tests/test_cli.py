@@ -1,0 +1,100 @@
+"""`pipeline-train` as a user runs it: a real process, real exit codes, one-line errors, signals."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from conftest import TINY_DATA
+
+TRAIN = [sys.executable, "-m", "pipeline.train"]
+
+
+def pipeline_train(*overrides: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    env = {key: value for key, value in os.environ.items() if key != "HYDRA_FULL_ERROR"}
+    return subprocess.run([*TRAIN, *overrides], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def runs_in(db: Path) -> list:
+    if not db.exists():
+        return []
+    client = MlflowClient(tracking_uri=f"sqlite:///{db}")
+    return client.search_runs([e.experiment_id for e in client.search_experiments()])
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["model=nope"], "error: model=nope: no such option"),
+        (["optimizer.lr=abc"], "error: optimizer.lr: Value 'abc'"),
+        (["trainer.max_epochs=-1"], "error: trainer.max_epochs: must be > 0, got -1"),
+        (["optimizer.lrr=1"], "error: optimizer.lrr: Key 'lrr' is not in struct"),
+        (["data=mnist", "data.download=false"], "error: data=mnist: MNIST files not found under"),
+    ],
+)
+def test_bad_input_exits_nonzero_with_one_line_and_no_running_run(
+    overrides: list[str], expected: str, tmp_path: Path
+) -> None:
+    done = pipeline_train(*overrides, f"paths.output_root={tmp_path / 'out'}", cwd=tmp_path)
+    assert done.returncode != 0
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith(expected)
+    assert "Traceback" not in done.stdout + done.stderr
+    assert [run.info.status for run in runs_in(tmp_path / "out" / "mlflow.db")] == []
+
+
+def test_the_issue_command_lands_everything_in_the_given_store(tmp_path: Path) -> None:
+    db = tmp_path / "x.db"
+    done = pipeline_train(
+        "model=transformer", "optimizer=sgd", "optimizer.lr=0.05", "trainer.max_epochs=1",
+        f"tracking.uri=sqlite:///{db}", f"paths.output_root={tmp_path / 'out'}", cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    (run,) = runs_in(db)
+    assert run.info.status == "FINISHED"
+    assert f"run id:  {run.info.run_id}" in done.stdout
+    assert f"test/acc={run.data.metrics['test/acc']:.4f}" in done.stdout
+    assert run.data.params["optimizer._target_"] == "torch.optim.SGD" and run.data.params["optimizer.lr"] == "0.05"
+    client = MlflowClient(tracking_uri=f"sqlite:///{db}")
+    assert len(client.get_metric_history(run.info.run_id, "train/loss")) == 3500 // 128 + 1
+    assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"config", "checkpoints", "environment"}
+    assert len(run.inputs.dataset_inputs) == 3
+
+
+@pytest.mark.parametrize(("stop", "name"), [(signal.SIGTERM, "SIGTERM"), (signal.SIGINT, "SIGINT")])
+def test_a_stopped_run_is_marked_killed_not_left_running(stop: signal.Signals, name: str, tmp_path: Path) -> None:
+    db = tmp_path / "out" / "mlflow.db"
+    env = {key: value for key, value in os.environ.items() if key != "HYDRA_FULL_ERROR"}
+    env["PYTHONUNBUFFERED"] = "1"
+    overrides = [*TINY_DATA, "trainer.max_epochs=1000", "tracking.flush_every_s=0.2", f"paths.output_root={tmp_path / 'out'}"]
+    process = subprocess.Popen([*TRAIN, *overrides], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        # the store is created by the run itself: read it only once the run says it exists
+        for line in process.stdout:
+            if " INFO run " in line:
+                break
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and process.poll() is None:
+            runs = runs_in(db)
+            if runs and "train/loss" in runs[0].data.metrics:
+                break
+            time.sleep(0.5)
+        else:
+            pytest.fail(f"training never logged a step (exit code {process.poll()})")
+        process.send_signal(stop)
+        process.wait(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode != 0
+    (run,) = runs_in(db)
+    assert run.info.status == "KILLED"
+    assert run.data.tags["failure_reason"] == f"interrupted by {name}"
+    assert "train/loss" in run.data.metrics
