@@ -37,6 +37,7 @@ def runs_in(db: Path) -> list:
         (["trainer.max_epochs=-1"], "error: trainer.max_epochs: must be > 0, got -1"),
         (["optimizer.lrr=1"], "error: optimizer.lrr: Key 'lrr' is not in struct"),
         (["data=mnist", "data.download=false"], "error: data=mnist: MNIST files not found under"),
+        (["tracking.uri=foo://nowhere"], "error: tracking.uri=foo://nowhere: "),
     ],
 )
 def test_bad_input_exits_nonzero_with_one_line_and_no_running_run(

@@ -1,6 +1,12 @@
 """Errors the user can fix: reported as one line and a non-zero exit, never a traceback."""
 
 
+def first_line(text: str) -> str:
+    """The first non-empty line of a (library's) error message: what a one-line report shows."""
+    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+    return lines[0] if lines else ""
+
+
 class PipelineError(Exception):
     """Base for every error caused by input (config, data, store), not by a bug."""
 
@@ -15,3 +21,7 @@ class DataError(PipelineError):
 
 class RunInterrupted(BaseException):
     """SIGTERM arrived: unwinds like KeyboardInterrupt so the run can be marked KILLED."""
+
+
+class TrackingError(PipelineError):
+    """The tracking store cannot be opened; the message names the URI."""

@@ -10,8 +10,8 @@ from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from pipeline.config import CONF_DIR
-from pipeline.config.validation import _first_line, omegaconf_error_line, validate
-from pipeline.errors import ConfigError
+from pipeline.config.validation import omegaconf_error_line, validate
+from pipeline.errors import ConfigError, first_line
 
 
 def _hydra_error_line(err: Exception) -> str:
@@ -21,7 +21,7 @@ def _hydra_error_line(err: Exception) -> str:
     cause = err.__cause__
     if isinstance(cause, OmegaConfBaseException):
         return omegaconf_error_line(cause)
-    return _first_line(str(err))
+    return first_line(str(err))
 
 
 def compose_config(overrides: Sequence[str] = (), config_name: str = "train") -> DictConfig:

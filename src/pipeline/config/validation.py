@@ -9,18 +9,14 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from pipeline.config.schema import SECTION_SCHEMAS, TARGET_SCHEMAS, TrainConfig
-from pipeline.errors import ConfigError
-
-
-def _first_line(text: str) -> str:
-    return str(text).strip().splitlines()[0] if str(text).strip() else ""
+from pipeline.errors import ConfigError, first_line
 
 
 def omegaconf_error_line(err: OmegaConfBaseException, prefix: str = "") -> str:
     """One line from an OmegaConf error: the full key, then the message without its dump."""
     key = getattr(err, "full_key", None) or ""
     full_key = f"{prefix}.{key}" if prefix and key else (key or prefix)
-    message = _first_line(getattr(err, "msg", None) or str(err))
+    message = first_line(getattr(err, "msg", None) or str(err))
     return f"{full_key}: {message}" if full_key else message
 
 

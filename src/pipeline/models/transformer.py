@@ -52,7 +52,7 @@ class Transformer(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         tokens = self.embed(self.tokenize(images))
-        tokens = torch.cat([self.cls_token.expand(len(tokens), -1, -1), tokens], dim=1) + self.position
+        tokens = torch.cat([self.cls_token.expand(tokens.shape[0], -1, -1), tokens], dim=1) + self.position
         encoded = self.encoder(tokens)
         pooled = encoded[:, 0] if self.pool == "cls" else encoded[:, 1:].mean(dim=1)
         return self.head(self.norm(pooled))

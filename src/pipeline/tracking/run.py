@@ -16,10 +16,11 @@ import mlflow
 import numpy as np
 import torch
 from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 
 from pipeline.data.splits import ImageSplits
-from pipeline.errors import RunInterrupted
+from pipeline.errors import RunInterrupted, TrackingError, first_line
 from pipeline.interrupts import received_signal
 from pipeline.provenance import GitState
 from pipeline.tracking.logger import MlflowBatchLogger, flatten
@@ -34,14 +35,18 @@ class TrackedRun:
     def __init__(self, uri: str, experiment: str, output_root: Path, run_name: Optional[str], tags: dict[str, str]) -> None:
         self.uri, self.experiment, self.output_root = uri, experiment, output_root
         self.run_name, self.tags = run_name, tags
-        self.client = MlflowClient(tracking_uri=uri)
+        self.client: MlflowClient | None = None
         self.run_id = ""
         self.experiment_id = ""
 
     def __enter__(self) -> TrackedRun:
         mlflow.set_tracking_uri(self.uri)
-        self.experiment_id = ensure_experiment(self.uri, self.experiment, self.output_root)
-        run = mlflow.start_run(experiment_id=self.experiment_id, run_name=self.run_name, tags=self.tags)
+        try:
+            self.client = MlflowClient(tracking_uri=self.uri)
+            self.experiment_id = ensure_experiment(self.uri, self.experiment, self.output_root)
+            run = mlflow.start_run(experiment_id=self.experiment_id, run_name=self.run_name, tags=self.tags)
+        except MlflowException as err:
+            raise TrackingError(f"tracking.uri={self.uri}: {first_line(str(err))}") from None
         self.run_id = run.info.run_id
         return self
 
@@ -56,8 +61,7 @@ class TrackedRun:
             mlflow.set_tag("failure_reason", f"interrupted by {stop_signal or 'SIGINT'}")
         else:
             status = "FAILED"
-            message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            mlflow.set_tag("failure_reason", f"{type(exc).__name__}: {message}"[:5000])
+            mlflow.set_tag("failure_reason", f"{type(exc).__name__}: {first_line(str(exc))}"[:5000])
         mlflow.end_run(status=status)
 
     @property
@@ -65,6 +69,8 @@ class TrackedRun:
         return f"#/experiments/{self.experiment_id}/runs/{self.run_id}"
 
     def metrics_logger(self, flush_every_s: float) -> MlflowBatchLogger:
+        if self.client is None:
+            raise RuntimeError("metrics_logger() needs an open run: use TrackedRun as a context manager")
         return MlflowBatchLogger(self.client, self.run_id, flush_every_s)
 
     def log_config(self, resolved: dict[str, Any], config_yaml: str, overrides: list[str]) -> None:
