@@ -25,7 +25,8 @@ def only_run(store: MlflowClient):
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_each_model_family_trains_and_lands_whole_in_the_store(family: str, tiny: list[str], store: MlflowClient) -> None:
-    overrides = [*tiny, f"model={family}", "run_name=tiny-" + family]
+    long_note = "n" * 300  # Lightning's MLFlowLogger would cut this at 250 characters
+    overrides = [*tiny, f"model={family}", "run_name=tiny-" + family, f"+tags.note={long_note}"]
     result = run_training(overrides)
     run = only_run(store)
     assert run.info.run_id == result.run_id and run.info.status == "FINISHED"
@@ -35,6 +36,7 @@ def test_each_model_family_trains_and_lands_whole_in_the_store(family: str, tiny
     params = run.data.params
     assert params["model._target_"].endswith(family.upper() if family != "transformer" else "Transformer")
     assert params["trainer.max_epochs"] == "2" and params["seed"] == "42"
+    assert params["tags.note"] == long_note and run.data.tags["note"] == long_note
     run_id = run.info.run_id
     stored = yaml.safe_load(mlflow.artifacts.load_text(f"runs:/{run_id}/config/config.yaml"))
     assert stored["model"]["_target_"] == params["model._target_"]
