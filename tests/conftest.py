@@ -18,6 +18,7 @@ from mlflow import MlflowClient
 from pipeline.config.compose import compose_config
 from pipeline.train import TrainResult, train
 
+TRAIN = [sys.executable, "-m", "pipeline.train"]
 TINY_DATA = ["data=synthetic", "data.train_size=96", "data.val_size=32", "data.test_size=64", "data.batch_size=32"]
 
 
@@ -40,6 +41,29 @@ def store(output_root: Path) -> MlflowClient:
 def run_training(overrides: list[str]) -> TrainResult:
     """What `pipeline-train <overrides>` does, in-process."""
     return train(compose_config(overrides), overrides)
+
+
+def cli_env() -> dict[str, str]:
+    """The environment a user's shell would give `pipeline-train`, with unbuffered output."""
+    env = {key: value for key, value in os.environ.items() if key != "HYDRA_FULL_ERROR"}
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def start_training(overrides: list[str], cwd: Path) -> tuple[subprocess.Popen, str]:
+    """Start `pipeline-train` in the background; return it and its run id once the run exists.
+
+    The run creates its store itself, so the store is read only after the run says it exists
+    (a fresh SQLite store opened by two processes at once races on its schema).
+    """
+    process = subprocess.Popen(
+        [*TRAIN, *overrides], cwd=cwd, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
+    for line in process.stdout:
+        if " INFO started run " in line:
+            return process, line.split(" run ")[1].split()[0]
+    process.kill()
+    raise RuntimeError(f"pipeline-train exited with {process.wait()} before starting a run")
 
 
 def free_port() -> int:

@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
 
-from conftest import TINY_DATA
-
-TRAIN = [sys.executable, "-m", "pipeline.train"]
+from conftest import TINY_DATA, TRAIN, cli_env, start_training
 
 
 def pipeline_train(*overrides: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    env = {key: value for key, value in os.environ.items() if key != "HYDRA_FULL_ERROR"}
-    return subprocess.run([*TRAIN, *overrides], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([*TRAIN, *overrides], cwd=cwd, env=cli_env(), capture_output=True, text=True, timeout=timeout)
 
 
 def runs_in(db: Path) -> list:
@@ -73,23 +68,13 @@ def test_the_issue_command_lands_everything_in_the_given_store(tmp_path: Path) -
 @pytest.mark.parametrize(("stop", "name"), [(signal.SIGTERM, "SIGTERM"), (signal.SIGINT, "SIGINT")])
 def test_a_stopped_run_is_marked_killed_not_left_running(stop: signal.Signals, name: str, tmp_path: Path) -> None:
     db = tmp_path / "out" / "mlflow.db"
-    env = {key: value for key, value in os.environ.items() if key != "HYDRA_FULL_ERROR"}
-    env["PYTHONUNBUFFERED"] = "1"
     overrides = [*TINY_DATA, "trainer.max_epochs=1000", "tracking.flush_every_s=0.2", f"paths.output_root={tmp_path / 'out'}"]
-    process = subprocess.Popen([*TRAIN, *overrides], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    process, run_id = start_training(overrides, tmp_path)
     try:
-        # the store is created by the run itself: read it only once the run says it exists
-        for line in process.stdout:
-            if " INFO run " in line:
-                break
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and process.poll() is None:
-            runs = runs_in(db)
-            if runs and "train/loss" in runs[0].data.metrics:
-                break
-            time.sleep(0.5)
-        else:
-            pytest.fail(f"training never logged a step (exit code {process.poll()})")
+        client, deadline = MlflowClient(f"sqlite:///{db}"), time.monotonic() + 120
+        while "train/loss" not in client.get_run(run_id).data.metrics:
+            assert process.poll() is None and time.monotonic() < deadline, "training never logged a step"
+            time.sleep(0.2)
         process.send_signal(stop)
         process.wait(timeout=60)
     finally:

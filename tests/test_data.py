@@ -14,7 +14,7 @@ from pipeline.errors import DataError
 
 
 def datamodule(overrides: list[str]):
-    return safe_instantiate(compose_config(overrides).data, "data")
+    return safe_instantiate(compose_config(overrides).data, "data", shuffle_seed=0)
 
 
 def test_mnist_subset_is_the_real_digits_split_the_same_way_every_time() -> None:

@@ -67,7 +67,7 @@ def test_logged_model_predicts_with_the_logged_test_accuracy(family: str, tiny: 
     result = run_training([*tiny, "trainer.max_epochs=3", f"model={family}"])
     mlflow.set_tracking_uri(result.tracking_uri)
     model = mlflow.pyfunc.load_model(result.model_uri)
-    splits = safe_instantiate(compose_config(tiny).data, "data").splits
+    splits = safe_instantiate(compose_config(tiny).data, "data", shuffle_seed=0).splits
     predictions = model.predict(splits.test.images.numpy())
     accuracy = float((np.argmax(predictions, axis=1) == splits.test.labels.numpy()).mean())
     assert accuracy == pytest.approx(only_run(store).data.metrics["test/acc"], abs=1e-6)

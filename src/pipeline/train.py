@@ -23,8 +23,8 @@ from pipeline.config import CONF_DIR
 from pipeline.config.compose import compose_config
 from pipeline.config.instantiate import safe_instantiate
 from pipeline.config.schema import STEP_SCHEDULERS
-from pipeline.config.validation import validate
-from pipeline.errors import ConfigError, PipelineError
+from pipeline.config.validation import stored_config, validate
+from pipeline.errors import ConfigError, DataError, PipelineError
 
 log = logging.getLogger("pipeline")
 
@@ -61,9 +61,21 @@ def build_task(cfg: DictConfig, model: Any, num_classes: int) -> Any:
     return ClassificationTask(model, num_classes, safe_instantiate(cfg.optimizer, "optimizer"), scheduler, interval)
 
 
-def train(cfg: DictConfig, overrides: list[str]) -> TrainResult:
-    """Train, test and track one run of ``cfg`` (composed or stored); raises PipelineError on bad input."""
+def train(
+    cfg: DictConfig,
+    overrides: list[str],
+    *,
+    resume_run_id: str | None = None,
+    expected_data_digest: str | None = None,
+    extra_tags: dict[str, str] | None = None,
+) -> TrainResult:
+    """Train, test and track one run of ``cfg`` (composed or stored); raises PipelineError on bad input.
+
+    ``resume_run_id`` continues that run from its last checkpoint, in the same MLflow run;
+    ``expected_data_digest`` refuses data that is not the stored run's.
+    """
     cfg = validate(cfg)
+    quiet_known_noise()
     import pytorch_lightning as pl
     import torch
     from pytorch_lightning.callbacks import ModelCheckpoint
@@ -71,6 +83,7 @@ def train(cfg: DictConfig, overrides: list[str]) -> TrainResult:
     from pipeline.interrupts import signals_raise
     from pipeline.provenance import git_state, installed_packages, runtime_versions
     from pipeline.tracking.run import TrackedRun
+    from pipeline.tracking.stored import last_logged_steps
     from pipeline.tracking.store import resolve_tracking_uri
 
     output_root = Path(cfg.paths.output_root)
@@ -78,18 +91,30 @@ def train(cfg: DictConfig, overrides: list[str]) -> TrainResult:
         torch.set_num_threads(cfg.trainer.threads)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
-    datamodule = safe_instantiate(cfg.data, "data")
+    datamodule = safe_instantiate(cfg.data, "data", shuffle_seed=cfg.seed)
     splits = datamodule.splits
+    if expected_data_digest is not None and splits.digest() != expected_data_digest:
+        raise DataError(
+            f"data: content digest {splits.digest()[:12]} differs from the stored run's {expected_data_digest[:12]}"
+        )
     num_classes = len(splits.class_names)
     task = build_task(cfg, build_model(cfg, splits.image_shape, num_classes), num_classes)
 
+    resume_checkpoint = None
+    if resume_run_id is not None:
+        resume_checkpoint = output_root / "checkpoints" / resume_run_id / "last.ckpt"
+        if not resume_checkpoint.is_file():
+            raise DataError(f"resume={resume_run_id}: no checkpoint at {resume_checkpoint}")
+
     uri = resolve_tracking_uri(cfg.tracking.uri, output_root)
-    tags = {"model": cfg.model._target_.rsplit(".", 1)[-1].lower(), **cfg.tags}
-    with signals_raise(), TrackedRun(uri, cfg.tracking.experiment, output_root, cfg.run_name, tags) as run:
-        log.info("run %s in %s", run.run_id, uri)
-        run.log_config(OmegaConf.to_container(cfg), OmegaConf.to_yaml(cfg), overrides)
-        run.log_provenance(git_state(Path(__file__).resolve().parent), runtime_versions(), installed_packages())
-        run.log_dataset(cfg.data.name, splits)
+    tags = {"model": cfg.model._target_.rsplit(".", 1)[-1].lower(), **cfg.tags, **(extra_tags or {})}
+    with signals_raise(), TrackedRun(uri, cfg.tracking.experiment, output_root, cfg.run_name, tags, resume_run_id) as run:
+        log.info("%s run %s in %s", "resuming" if resume_run_id else "started", run.run_id, uri)
+        if resume_run_id is None:
+            run.log_config(OmegaConf.to_container(cfg), OmegaConf.to_yaml(cfg), overrides)
+            run.log_provenance(git_state(Path(__file__).resolve().parent), runtime_versions(), installed_packages())
+            run.log_dataset(cfg.data.name, splits)
+        already_logged = last_logged_steps(uri, run.run_id) if resume_run_id else {}
 
         checkpoint = ModelCheckpoint(
             dirpath=output_root / "checkpoints" / run.run_id,
@@ -108,19 +133,31 @@ def train(cfg: DictConfig, overrides: list[str]) -> TrainResult:
             deterministic=cfg.trainer.deterministic,
             log_every_n_steps=cfg.trainer.log_every_n_steps,
             gradient_clip_val=cfg.trainer.gradient_clip_val,
-            logger=run.metrics_logger(cfg.tracking.flush_every_s),
+            logger=run.metrics_logger(cfg.tracking.flush_every_s, already_logged),
             callbacks=[checkpoint],
             default_root_dir=output_root,
             enable_progress_bar=sys.stderr.isatty(),
             enable_model_summary=False,
         )
-        trainer.fit(task, datamodule=datamodule)
-        test_metrics = trainer.test(task, datamodule=datamodule, ckpt_path="best", verbose=False)[0]
+        trainer.fit(task, datamodule=datamodule, ckpt_path=resume_checkpoint, weights_only=True)
+        test_metrics = trainer.test(task, datamodule=datamodule, ckpt_path="best", verbose=False, weights_only=True)[0]
         run.log_metrics({"best/val_acc": float(checkpoint.best_model_score)}, step=trainer.global_step)
         if cfg.tracking.log_checkpoint:
             run.log_checkpoint(Path(checkpoint.best_model_path))
         model_uri = run.log_model(task.model, splits.test.images[:8].clone()) if cfg.tracking.log_model else None
     return TrainResult(run.run_id, uri, run.experiment_id, {k: float(v) for k, v in test_metrics.items()}, model_uri)
+
+
+def resume(cfg: DictConfig, overrides: list[str]) -> TrainResult:
+    """Continue run ``cfg.resume`` from its last checkpoint with its stored config (plus ``key=value`` overrides)."""
+    from pipeline.tracking.store import resolve_tracking_uri
+    from pipeline.tracking.stored import fetch_run
+
+    uri = resolve_tracking_uri(cfg.tracking.uri, Path(cfg.paths.output_root))
+    stored = fetch_run(uri, cfg.resume)
+    changes = [override for override in overrides if not override.startswith("resume=")]
+    config = stored_config(stored.config_yaml, [*changes, f"tracking.uri={uri}"])
+    return train(config, changes, resume_run_id=cfg.resume, expected_data_digest=stored.tags.get("data.digest"))
 
 
 def print_summary(result: TrainResult) -> None:
@@ -138,9 +175,9 @@ def print_summary(result: TrainResult) -> None:
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 def _hydra_entry(cfg: DictConfig) -> float:
-    quiet_known_noise()
     try:
-        result = train(cfg, list(HydraConfig.get().overrides.task))
+        overrides = list(HydraConfig.get().overrides.task)
+        result = resume(cfg, overrides) if cfg.resume is not None else train(cfg, overrides)
     except PipelineError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(1) from None

@@ -348,6 +348,7 @@ class TrainConfig:
     seed: int = MISSING
     run_name: Optional[str] = MISSING
     tags: dict[str, str] = MISSING
+    resume: Optional[str] = MISSING
 
 
 # The schemas each target-carrying section may pick from. Their targets are also the

@@ -80,3 +80,12 @@ def validate(cfg: DictConfig) -> DictConfig:
         raise ConfigError(omegaconf_error_line(err)) from None
     OmegaConf.set_readonly(typed, True)
     return typed
+
+
+def stored_config(config_yaml: str, overrides: list[str]) -> DictConfig:
+    """A config read back from a store with ``key=value`` overrides applied (validated later by `validate`)."""
+    try:
+        cfg = OmegaConf.create(config_yaml)
+        return OmegaConf.merge(cfg, OmegaConf.from_dotlist(overrides)) if overrides else cfg
+    except OmegaConfBaseException as err:
+        raise ConfigError(omegaconf_error_line(err)) from None

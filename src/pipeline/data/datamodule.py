@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import random
+from collections.abc import Callable, Iterator, Sequence
 from functools import cached_property
 from typing import Any, Optional
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from pipeline.data.augment import build_augmentation
 from pipeline.data.splits import ImageSplits, Split
@@ -37,6 +39,39 @@ class InMemoryImages(Dataset):
         return images, self.split.labels[index]
 
 
+class EpochShuffle(Sampler[int]):
+    """A shuffle whose order, and the epoch's random state, depend only on (seed, epoch).
+
+    Lightning calls ``set_epoch`` before it creates each epoch's iterator, and ``__iter__``
+    runs when the epoch's first batch is fetched, before any training step of the epoch.
+    Reseeding the global RNGs there (dropout, augmentation in the main process) and the
+    workers' base seed in ``set_epoch`` makes a run resumed from a checkpoint train exactly
+    as an uninterrupted one: nothing depends on how the process reached the epoch.
+    """
+
+    def __init__(self, size: int, seed: int) -> None:
+        self.size, self.seed, self.epoch = size, seed, 0
+        self.worker_seeds = torch.Generator()  # the DataLoader draws its workers' base seed here
+        self.set_epoch(0)
+
+    def _epoch_seed(self) -> int:
+        return (self.seed * 1_000_003 + self.epoch) % 2**63
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.worker_seeds.manual_seed(self._epoch_seed())
+
+    def __iter__(self) -> Iterator[int]:
+        seed = self._epoch_seed()
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        torch.manual_seed(seed)
+        return iter(torch.randperm(self.size, generator=torch.Generator().manual_seed(seed)).tolist())
+
+    def __len__(self) -> int:
+        return self.size
+
+
 def keep_batch(batch: Batch) -> Batch:
     """Collate function for InMemoryImages: the dataset already returns a stacked batch."""
     return batch
@@ -54,8 +89,11 @@ class ImageDataModule(pl.LightningDataModule):
         eval_batch_size: int,
         num_workers: int,
         augment: Any,
+        shuffle_seed: int,
     ) -> None:
+        """``shuffle_seed`` is the run's training seed (the data set's own split seed is separate)."""
         super().__init__()
+        self.shuffle_seed = shuffle_seed
         self.name, self.mean, self.std = name, list(mean), list(std)
         self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
         self.augment = augment
@@ -69,13 +107,16 @@ class ImageDataModule(pl.LightningDataModule):
         return self.load_splits()
 
     def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
+        sampler = EpochShuffle(len(dataset), self.shuffle_seed) if shuffle else None
         return DataLoader(
             dataset,
             batch_size=batch_size,
-            shuffle=shuffle,
+            sampler=sampler,
+            generator=sampler.worker_seeds if sampler else None,
             num_workers=self.num_workers,
             collate_fn=keep_batch,
-            persistent_workers=self.num_workers > 0,
+            # workers restart each epoch so their seeds follow the epoch (see EpochShuffle)
+            persistent_workers=False,
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -32,11 +32,20 @@ _SPLIT_CONTEXTS = {"train": "training", "val": "validation", "test": "testing"}
 
 
 class TrackedRun:
-    def __init__(self, uri: str, experiment: str, output_root: Path, run_name: Optional[str], tags: dict[str, str]) -> None:
+    def __init__(
+        self,
+        uri: str,
+        experiment: str,
+        output_root: Path,
+        run_name: Optional[str],
+        tags: dict[str, str],
+        resume_run_id: Optional[str] = None,
+    ) -> None:
+        """``resume_run_id`` reopens that run (its status goes back to RUNNING) instead of starting one."""
         self.uri, self.experiment, self.output_root = uri, experiment, output_root
         self.run_name, self.tags = run_name, tags
         self.client: MlflowClient | None = None
-        self.run_id = ""
+        self.run_id = resume_run_id or ""
         self.experiment_id = ""
 
     def __enter__(self) -> TrackedRun:
@@ -44,7 +53,9 @@ class TrackedRun:
         try:
             self.client = MlflowClient(tracking_uri=self.uri)
             self.experiment_id = ensure_experiment(self.uri, self.experiment, self.output_root)
-            run = mlflow.start_run(experiment_id=self.experiment_id, run_name=self.run_name, tags=self.tags)
+            run = mlflow.start_run(
+                run_id=self.run_id or None, experiment_id=self.experiment_id, run_name=self.run_name, tags=self.tags
+            )
         except MlflowException as err:
             raise TrackingError(f"tracking.uri={self.uri}: {first_line(str(err))}") from None
         self.run_id = run.info.run_id
@@ -68,10 +79,10 @@ class TrackedRun:
     def ui_url(self) -> str:
         return f"#/experiments/{self.experiment_id}/runs/{self.run_id}"
 
-    def metrics_logger(self, flush_every_s: float) -> MlflowBatchLogger:
+    def metrics_logger(self, flush_every_s: float, already_logged: dict[str, int] | None = None) -> MlflowBatchLogger:
         if self.client is None:
             raise RuntimeError("metrics_logger() needs an open run: use TrackedRun as a context manager")
-        return MlflowBatchLogger(self.client, self.run_id, flush_every_s)
+        return MlflowBatchLogger(self.client, self.run_id, flush_every_s, already_logged)
 
     def log_config(self, resolved: dict[str, Any], config_yaml: str, overrides: list[str]) -> None:
         """The resolved config as params (flattened, full values) and as YAML; the overrides as given."""

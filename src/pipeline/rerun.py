@@ -1,0 +1,105 @@
+"""`pipeline-rerun RUN_ID`: rebuild a stored run, train it again, and compare every final metric.
+
+The stored config is validated against the schema and instantiated through the allowlist
+like any other; the code version (commit and uncommitted diff) and the data digest must
+match the original's, and the torch thread count is pinned to the original's, because each
+of them changes the numbers. The exit code says whether the run reproduced.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+from pipeline.config.compose import compose_config
+from pipeline.config.validation import stored_config
+from pipeline.errors import PipelineError
+from pipeline.provenance import GitState, git_state
+
+CODE_CHANGED_EXIT = 3
+NOT_REPRODUCED_EXIT = 1
+
+
+def code_differences(stored_tags: Mapping[str, str], stored_diff: str, current: GitState) -> list[str]:
+    """What differs between the code of the stored run and the code here, one phrase per difference."""
+    differences = []
+    stored_commit = stored_tags.get("git.commit")
+    if stored_commit != current.commit:
+        differences.append(f"commit {stored_commit or 'unknown'} (original) vs {current.commit or 'unknown'} (here)")
+    if stored_diff != current.diff:
+        differences.append(
+            f"uncommitted changes differ ({len(stored_diff.splitlines())} diff lines in the original, "
+            f"{len(current.diff.splitlines())} here)"
+        )
+    return differences
+
+
+def compare_metrics(original: Mapping[str, float], rerun: Mapping[str, float], tolerance: float) -> tuple[str, bool]:
+    """A table of every final metric (original, rerun, difference) and whether all are within tolerance."""
+    rows, reproduced = [("metric", "original", "rerun", "difference")], True
+    for name in sorted(set(original) | set(rerun)):
+        before, after = original.get(name, math.nan), rerun.get(name, math.nan)
+        difference = after - before
+        same = math.isfinite(difference) and abs(difference) <= tolerance
+        reproduced &= same
+        rows.append((name, f"{before:.6g}", f"{after:.6g}", f"{difference:+.3g}" + ("" if same else "  <- differs")))
+    widths = [max(len(row[column]) for row in rows) for column in range(3)]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row[:3], widths)) + "  " + row[3] for row in rows]
+    return "\n".join(lines), reproduced
+
+
+def rerun(run_id: str, overrides: list[str], tracking_uri: str | None, allow_code_change: bool, tolerance: float) -> int:
+    from pipeline.tracking.store import resolve_tracking_uri
+    from pipeline.tracking.stored import fetch_run
+    from pipeline.train import train
+
+    defaults = compose_config([])
+    uri = resolve_tracking_uri(tracking_uri, Path(defaults.paths.output_root))
+    stored = fetch_run(uri, run_id)
+
+    stored_diff = stored.artifact_text(uri, "code/git.diff") if stored.tags.get("git.dirty") == "true" else ""
+    differences = code_differences(stored.tags, stored_diff, git_state(Path(__file__).resolve().parent))
+    if differences and not allow_code_change:
+        print(f"error: the code differs from run {run_id}'s: {'; '.join(differences)} (pass --allow-code-change to rerun anyway)", file=sys.stderr)
+        return CODE_CHANGED_EXIT
+    for difference in differences:
+        print(f"warning: code differs: {difference}")
+
+    pinned = [f"tracking.uri={uri}"]
+    if "version.torch_threads" in stored.tags:
+        pinned.append(f"trainer.threads={stored.tags['version.torch_threads']}")
+    config = stored_config(stored.config_yaml, [*pinned, *overrides])
+    result = train(
+        config,
+        overrides,
+        expected_data_digest=stored.tags.get("data.digest"),
+        extra_tags={"rerun_of": run_id},
+    )
+    table, reproduced = compare_metrics(stored.metrics, fetch_run(uri, result.run_id).metrics, tolerance)
+    print(f"rerun of {run_id}: run {result.run_id}")
+    print(table)
+    print("reproduced: every metric within" if reproduced else "NOT reproduced: metrics differ beyond", f"tolerance {tolerance:g}")
+    return 0 if reproduced else NOT_REPRODUCED_EXIT
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="pipeline-rerun", description=__doc__.splitlines()[0])
+    parser.add_argument("run_id", help="the MLflow run to reproduce")
+    parser.add_argument("overrides", nargs="*", help="key=value changes to the stored config (e.g. trainer.threads=1)")
+    parser.add_argument("--tracking-uri", help="store holding the run (default: outputs/mlflow.db); the rerun goes there too")
+    parser.add_argument("--allow-code-change", action="store_true", help="rerun even if the code differs from the original's")
+    parser.add_argument("--tolerance", type=float, default=0.0, help="largest absolute metric difference still counted as equal")
+    args = parser.parse_args(argv)
+    try:
+        code = rerun(args.run_id, args.overrides, args.tracking_uri, args.allow_code_change, args.tolerance)
+    except PipelineError as err:
+        print(f"error: {err}", file=sys.stderr)
+        code = 2
+    raise SystemExit(code)
+
+
+if __name__ == "__main__":
+    main()

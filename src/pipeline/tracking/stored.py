@@ -1,0 +1,50 @@
+"""Read a stored run back: its config, tags, final metrics, and how far its metric history goes."""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from pipeline.errors import TrackingError, first_line
+
+
+@dataclass(frozen=True)
+class StoredRun:
+    run_id: str
+    status: str
+    config_yaml: str
+    tags: dict[str, str]
+    metrics: dict[str, float]
+
+    def artifact_text(self, uri: str, path: str) -> str:
+        return read_artifact_text(uri, self.run_id, path)
+
+
+def read_artifact_text(uri: str, run_id: str, path: str) -> str:
+    with tempfile.TemporaryDirectory() as scratch:
+        local = MlflowClient(tracking_uri=uri).download_artifacts(run_id, path, scratch)
+        return Path(local).read_text()
+
+
+def fetch_run(uri: str, run_id: str) -> StoredRun:
+    """The run ``run_id`` in the store at ``uri``; TrackingError if it or its config is missing."""
+    client = MlflowClient(tracking_uri=uri)
+    try:
+        run = client.get_run(run_id)
+        config_yaml = read_artifact_text(uri, run_id, "config/config.yaml")
+    except (MlflowException, OSError) as err:
+        raise TrackingError(f"run {run_id} in {uri}: {first_line(str(err))}") from None
+    return StoredRun(run_id, run.info.status, config_yaml, dict(run.data.tags), dict(run.data.metrics))
+
+
+def last_logged_steps(uri: str, run_id: str) -> dict[str, int]:
+    """For each metric of the run, the highest step already stored."""
+    client = MlflowClient(tracking_uri=uri)
+    return {
+        key: max(point.step for point in client.get_metric_history(run_id, key))
+        for key in client.get_run(run_id).data.metrics
+    }

@@ -1,0 +1,119 @@
+"""Reruns reproduce stored runs metric for metric; killed runs resume into the same MLflow run."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import mlflow
+import pytest
+from mlflow import MlflowClient
+
+from conftest import TINY_DATA, TRAIN, cli_env, run_training, start_training
+from pipeline.errors import ConfigError, DataError
+from pipeline.rerun import CODE_CHANGED_EXIT, NOT_REPRODUCED_EXIT, rerun
+
+
+def store_uri(output_root: Path) -> str:
+    return f"sqlite:///{output_root / 'mlflow.db'}"
+
+
+@pytest.mark.parametrize("family", ["cnn", "rnn", "transformer"])
+def test_rerun_reports_every_metric_identical(family: str, tiny: list[str], output_root: Path, capsys) -> None:
+    original = run_training([*tiny, f"model={family}", "tracking.log_model=false"])
+    capsys.readouterr()
+    assert rerun(original.run_id, [], store_uri(output_root), allow_code_change=False, tolerance=0.0) == 0
+    report = capsys.readouterr().out
+    assert "reproduced: every metric within tolerance 0" in report
+    assert "test/acc" in report and "train/loss" in report and "differs" not in report
+    client = MlflowClient(store_uri(output_root))
+    (copy,) = [r for r in client.search_runs(["1"]) if r.info.run_id != original.run_id]
+    assert copy.data.tags["rerun_of"] == original.run_id and copy.data.metrics == client.get_run(original.run_id).data.metrics
+
+
+def test_rerun_with_a_changed_value_reports_the_difference(tiny: list[str], output_root: Path, capsys) -> None:
+    original = run_training([*tiny, "tracking.log_model=false"])
+    assert rerun(original.run_id, ["optimizer.lr=0.01"], store_uri(output_root), False, 0.0) == NOT_REPRODUCED_EXIT
+    assert "<- differs" in capsys.readouterr().out
+
+
+def test_rerun_after_a_code_change_is_refused_then_allowed(tiny: list[str], output_root: Path, capsys) -> None:
+    original = run_training([*tiny, "tracking.log_model=false"])
+    MlflowClient(store_uri(output_root)).set_tag(original.run_id, "git.commit", "0" * 40)
+    assert rerun(original.run_id, [], store_uri(output_root), False, 0.0) == CODE_CHANGED_EXIT
+    error = capsys.readouterr().err
+    assert f"commit {'0' * 40} (original) vs" in error and "--allow-code-change" in error
+    assert rerun(original.run_id, [], store_uri(output_root), True, 0.0) == 0
+    assert "warning: code differs: commit" in capsys.readouterr().out
+
+
+def test_rerun_refuses_different_data(tiny: list[str], output_root: Path) -> None:
+    original = run_training([*tiny, "tracking.log_model=false"])
+    MlflowClient(store_uri(output_root)).set_tag(original.run_id, "data.digest", "f" * 64)
+    with pytest.raises(DataError, match="differs from the stored run's ffffffffffff"):
+        rerun(original.run_id, [], store_uri(output_root), False, 0.0)
+
+
+@pytest.mark.parametrize("target", ["os.system", "torch.load", "torch.hub.load"])
+def test_stored_config_naming_a_foreign_target_is_refused(target: str, tiny: list[str], output_root: Path) -> None:
+    original = run_training([*tiny, "tracking.log_model=false", "tracking.log_checkpoint=false"])
+    uri = store_uri(output_root)
+    config = mlflow.artifacts.load_text(f"runs:/{original.run_id}/config/config.yaml")
+    tampered = config.replace("_target_: pipeline.models.cnn.CNN", f"_target_: {target}")
+    assert tampered != config
+    mlflow.set_tracking_uri(uri)
+    MlflowClient(uri).log_text(original.run_id, tampered, "config/config.yaml")
+    with pytest.raises(ConfigError, match=rf"model._target_: '{target}' is not allowed here"):
+        rerun(original.run_id, [], uri, False, 0.0)
+
+
+def test_data_loader_workers_and_augmentation_stay_deterministic(tiny: list[str]) -> None:
+    overrides = [*tiny, "data.num_workers=2", "data.augment.enabled=true", "tracking.log_model=false"]
+    assert run_training(overrides).test_metrics == run_training(overrides).test_metrics
+
+
+def wait_for_epochs(db: Path, run_id: str, epochs: int, process: subprocess.Popen) -> None:
+    """Block until the run has stored ``epochs`` validation points."""
+    client, deadline = MlflowClient(f"sqlite:///{db}"), time.monotonic() + 120
+    while len(client.get_metric_history(run_id, "val/acc")) < epochs:
+        assert process.poll() is None, "training ended before it could be stopped"
+        assert time.monotonic() < deadline, f"no {epochs} epochs within 120 s"
+        time.sleep(0.1)
+
+
+@pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGTERM])
+def test_killed_run_resumes_into_the_same_run_as_if_never_stopped(stop: signal.Signals, tmp_path: Path) -> None:
+    overrides = [
+        *TINY_DATA, "data.train_size=1024", "trainer.max_epochs=8", "trainer.threads=1",
+        "tracking.log_model=false", "tracking.flush_every_s=0.1",
+    ]  # fmt: skip
+    reference = run_training([*overrides, f"paths.output_root={tmp_path / 'reference'}"])
+
+    out = tmp_path / "out"
+    process, run_id = start_training([*overrides, f"paths.output_root={out}"], tmp_path)
+    try:
+        wait_for_epochs(out / "mlflow.db", run_id, 2, process)
+        process.send_signal(stop)
+        process.wait(timeout=60)
+    finally:
+        process.kill()
+    client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
+    interrupted = client.get_run(run_id)
+    assert interrupted.info.status == ("KILLED" if stop == signal.SIGTERM else "RUNNING")
+    assert "test/acc" not in interrupted.data.metrics
+
+    done = subprocess.run(
+        [*TRAIN, f"resume={run_id}", f"paths.output_root={out}"], cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    (resumed,) = client.search_runs([interrupted.info.experiment_id])
+    assert resumed.info.run_id == run_id and resumed.info.status == "FINISHED"
+    reference_client = MlflowClient(reference.tracking_uri)
+    for key in ("train/loss", "val/acc", "val/loss", "train/acc"):
+        history = [(m.step, m.value) for m in client.get_metric_history(run_id, key)]
+        expected = [(m.step, m.value) for m in reference_client.get_metric_history(reference.run_id, key)]
+        assert sorted(history) == expected, key  # every step once, each value as in the uninterrupted run
+    assert resumed.data.metrics == reference_client.get_run(reference.run_id).data.metrics
