@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import platform
 import subprocess
+import sys
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -40,8 +41,18 @@ def git_state(repo: Path) -> GitState:
 
 
 def installed_packages() -> str:
-    """`name==version` of every installed distribution, sorted: the environment's lock."""
-    lines = {f"{dist.metadata['Name']}=={dist.version}" for dist in metadata.distributions() if dist.metadata["Name"]}
+    """`name==version` of every installed distribution, sorted: the environment's lock.
+
+    Read from the `<name>-<version>.dist-info` folder names (PEP 376): parsing every
+    package's METADATA instead costs a quarter of a second at each start.
+    """
+    lines = set()
+    for entry in sys.path:
+        folder = Path(entry)
+        if folder.is_dir():
+            for info in folder.glob("*.dist-info"):
+                name, _, version = info.name.removesuffix(".dist-info").partition("-")
+                lines.add(f"{name}=={version}")
     return "\n".join(sorted(lines, key=str.lower)) + "\n"
 
 

@@ -138,6 +138,7 @@ def train(
             default_root_dir=output_root,
             enable_progress_bar=sys.stderr.isatty(),
             enable_model_summary=False,
+            num_sanity_val_steps=0,  # the validation step is the pipeline's own, covered by its tests
         )
         trainer.fit(task, datamodule=datamodule, ckpt_path=resume_checkpoint, weights_only=True)
         test_metrics = trainer.test(task, datamodule=datamodule, ckpt_path="best", verbose=False, weights_only=True)[0]
@@ -145,6 +146,10 @@ def train(
         if cfg.tracking.log_checkpoint:
             run.log_checkpoint(Path(checkpoint.best_model_path))
         model_uri = run.log_model(task.model, splits.test.images[:8].clone()) if cfg.tracking.log_model else None
+        if cfg.compression.enabled:
+            from pipeline.compression import compress_and_log
+
+            compress_and_log(cfg, task.model, splits, model_uri)
     return TrainResult(run.run_id, uri, run.experiment_id, {k: float(v) for k, v in test_metrics.items()}, model_uri)
 
 

@@ -84,6 +84,7 @@ class MnistSubsetConfig(DataConfig):
     val_size: int = MISSING
     test_size: int = MISSING
     split_seed: int = MISSING
+    cache_dir: str = MISSING
 
     def check(self) -> None:
         super().check()
@@ -151,6 +152,7 @@ class CNNConfig:
     hidden: int = MISSING
     dropout: float = MISSING
     batch_norm: bool = MISSING
+    channels_last: bool = MISSING
 
     def check(self) -> None:
         _require(len(self.channels) > 0, "model.channels", "needs at least one conv block")
@@ -331,6 +333,40 @@ class TrackingConfig:
         _require_positive(self.flush_every_s, "tracking.flush_every_s")
 
 
+COMPRESSION_VARIANTS = ("fp16", "bf16", "pruned", "int8_static", "int8_dynamic", "pruned_int8", "onnx", "onnx_int8")
+
+
+@dataclass
+class CompressionConfig:
+    """Which compressed variants to make after training, and how to measure them."""
+
+    enabled: bool = MISSING
+    variants: list[str] = MISSING
+    sparsities: list[float] = MISSING
+    finetune_epochs: int = MISSING
+    finetune_lr: float = MISSING
+    calibration_batches: int = MISSING
+    latency_repeats: int = MISSING
+    threads: Optional[int] = MISSING
+    register: bool = MISSING
+
+    def check(self) -> None:
+        for variant in self.variants:
+            _require(
+                variant in COMPRESSION_VARIANTS,
+                "compression.variants",
+                f"unknown variant {variant!r} (choose from {', '.join(COMPRESSION_VARIANTS)})",
+            )
+        for sparsity in self.sparsities:
+            _require(0 < sparsity < 1, "compression.sparsities", f"each must be in (0, 1), got {sparsity}")
+        _require(self.finetune_epochs >= 0, "compression.finetune_epochs", f"must be >= 0, got {self.finetune_epochs}")
+        _require_positive(self.finetune_lr, "compression.finetune_lr")
+        _require_positive(self.calibration_batches, "compression.calibration_batches")
+        _require_positive(self.latency_repeats, "compression.latency_repeats")
+        if self.threads is not None:
+            _require_positive(self.threads, "compression.threads")
+
+
 @dataclass
 class PathsConfig:
     output_root: str = MISSING
@@ -344,6 +380,7 @@ class TrainConfig:
     scheduler: Optional[Any] = MISSING
     trainer: TrainerConfig = MISSING
     tracking: TrackingConfig = MISSING
+    compression: CompressionConfig = MISSING
     paths: PathsConfig = MISSING
     seed: int = MISSING
     run_name: Optional[str] = MISSING

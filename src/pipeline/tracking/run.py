@@ -31,6 +31,22 @@ _DATASET_DIGEST_CHARS = 32
 _SPLIT_CONTEXTS = {"train": "training", "val": "validation", "test": "testing"}
 
 
+def _log_input_shared(dataset: Any, context: str, tags: dict[str, str], attempts: int = 3) -> None:
+    """`mlflow.log_input`, safe when parallel runs log the same data set at once.
+
+    MLflow looks the data set up, then inserts it: two runs of a parallel sweep can both miss
+    it and the second insert fails on the unique key. Looking again then finds it.
+    """
+    for attempt in range(attempts):
+        try:
+            mlflow.log_input(dataset, context=context, tags=tags)
+            return
+        except MlflowException as err:
+            duplicate = "UNIQUE constraint failed" in str(err) or "duplicate key" in str(err)
+            if not duplicate or attempt == attempts - 1:
+                raise
+
+
 class TrackedRun:
     def __init__(
         self,
@@ -112,7 +128,7 @@ class TrackedRun:
                 name=f"{name}-{split_name}",
                 digest=split.digest()[:_DATASET_DIGEST_CHARS],
             )
-            mlflow.log_input(dataset, context=_SPLIT_CONTEXTS[split_name], tags={"num_samples": str(len(split))})
+            _log_input_shared(dataset, context=_SPLIT_CONTEXTS[split_name], tags={"num_samples": str(len(split))})
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         mlflow.log_metrics(metrics, step=step)
@@ -127,8 +143,10 @@ class TrackedRun:
         with torch.no_grad():
             output = model(example).numpy()
         with warnings.catch_warnings():
-            # torch.export notes that nn.LSTM re-assigns its flat weights: harmless for inference
+            # torch.export notes that nn.LSTM re-assigns its flat weights: harmless for inference;
             warnings.filterwarnings("ignore", message=r"The tensor attributes .* were assigned during export")
+            # channels_last weights are saved whole; the archive notes it did not find a shared storage
+            warnings.filterwarnings("ignore", message=r"No complete tensor found in the group")
             info = mlflow.pytorch.log_model(
                 model,
                 name=name,

@@ -24,10 +24,16 @@ class StoredRun:
         return read_artifact_text(uri, self.run_id, path)
 
 
+def download_artifact(uri: str, run_id: str, path: str, destination: Path) -> Path:
+    try:
+        return Path(MlflowClient(tracking_uri=uri).download_artifacts(run_id, path, str(destination)))
+    except (MlflowException, OSError) as err:
+        raise TrackingError(f"run {run_id} in {uri}: cannot read artifact {path}: {first_line(str(err))}") from None
+
+
 def read_artifact_text(uri: str, run_id: str, path: str) -> str:
     with tempfile.TemporaryDirectory() as scratch:
-        local = MlflowClient(tracking_uri=uri).download_artifacts(run_id, path, scratch)
-        return Path(local).read_text()
+        return download_artifact(uri, run_id, path, Path(scratch)).read_text()
 
 
 def fetch_run(uri: str, run_id: str) -> StoredRun:
@@ -35,9 +41,9 @@ def fetch_run(uri: str, run_id: str) -> StoredRun:
     client = MlflowClient(tracking_uri=uri)
     try:
         run = client.get_run(run_id)
-        config_yaml = read_artifact_text(uri, run_id, "config/config.yaml")
-    except (MlflowException, OSError) as err:
+    except MlflowException as err:
         raise TrackingError(f"run {run_id} in {uri}: {first_line(str(err))}") from None
+    config_yaml = read_artifact_text(uri, run_id, "config/config.yaml")
     return StoredRun(run_id, run.info.status, config_yaml, dict(run.data.tags), dict(run.data.metrics))
 
 

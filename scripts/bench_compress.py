@@ -1,0 +1,35 @@
+#!/usr/bin/env python
+"""Re-measure the compressed variants of a stored run and print their table (nothing is logged).
+
+Usage: .venv/bin/python scripts/bench_compress.py RUN_ID [key=value ...] [--tracking-uri URI]
+e.g.   .venv/bin/python scripts/bench_compress.py 3f2a... compression.latency_repeats=100 compression.threads=1
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+from pipeline.compress.build import compress, nondeterministic_kernels_allowed
+from pipeline.compression import load_stored_model, settings_from
+from pipeline.tracking.compression import format_table
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run_id")
+    parser.add_argument("overrides", nargs="*")
+    parser.add_argument("--tracking-uri")
+    args = parser.parse_args()
+    cfg, model, splits = load_stored_model(args.run_id, args.overrides, args.tracking_uri)
+    settings = settings_from(cfg)
+    with tempfile.TemporaryDirectory() as workdir, nondeterministic_kernels_allowed():
+        report = compress(model, splits, settings, Path(workdir))
+    flags = ", ".join(f"{name}={'yes' if present else 'no'}" for name, present in report.cpu.items())
+    print(f"run {args.run_id}: {len(splits.test)} test images, {report.threads} threads, {settings.latency_repeats} rounds; CPU {flags}")
+    print(format_table(report))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,80 @@
+"""What a variant costs and gains: test accuracy and loss, bytes on disk, CPU latency."""
+
+from __future__ import annotations
+
+import gzip
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from pipeline.compress.variants import Predict, Variant
+from pipeline.data.splits import Split
+
+
+@dataclass(frozen=True)
+class Measurement:
+    name: str
+    kind: str
+    test_acc: float
+    test_loss: float
+    size_bytes: int
+    gzip_bytes: int
+    latency_b256_ms: float
+    latency_b1_ms: float
+
+
+def evaluate(predict: Predict, split: Split, batch_size: int = 512) -> tuple[float, float]:
+    correct, loss = 0, 0.0
+    for start in range(0, len(split), batch_size):
+        logits = predict(split.images[start : start + batch_size]).float()
+        labels = split.labels[start : start + batch_size]
+        correct += int((logits.argmax(dim=1) == labels).sum())
+        loss += float(F.cross_entropy(logits, labels, reduction="sum"))
+    return correct / len(split), loss / len(split)
+
+
+def sizes(path: Path) -> tuple[int, int]:
+    """Bytes of the saved model, and after gzip (what pruning's zeros buy)."""
+    data = path.read_bytes()
+    return len(data), len(gzip.compress(data, compresslevel=6))
+
+
+def latencies(variants: list[Variant], batch: torch.Tensor, repeats: int) -> dict[str, tuple[float, float]]:
+    """Median ms per batch of len(batch) and per single sample, interleaving the variants each round.
+
+    Interleaving spreads a noisy neighbour's load over every variant instead of one.
+    """
+    sample = batch[:1].clone()
+    timings: dict[str, tuple[list[float], list[float]]] = {variant.name: ([], []) for variant in variants}
+    for variant in variants:  # warm-up: first calls allocate, pack weights, pick kernels
+        variant.predict(batch), variant.predict(sample)
+    for _ in range(repeats):
+        for variant in variants:
+            for inputs, store in ((batch, timings[variant.name][0]), (sample, timings[variant.name][1])):
+                started = time.perf_counter()
+                variant.predict(inputs)
+                store.append((time.perf_counter() - started) * 1000)
+    return {name: (statistics.median(big), statistics.median(one)) for name, (big, one) in timings.items()}
+
+
+def measure(variants: list[Variant], test: Split, repeats: int, batch_size: int = 256) -> list[Measurement]:
+    timing = latencies(variants, test.images[:batch_size].clone(), repeats)
+    results = []
+    for variant in variants:
+        accuracy, loss = evaluate(variant.predict, test)
+        size, compressed = sizes(variant.artifact)
+        results.append(Measurement(variant.name, variant.kind, accuracy, loss, size, compressed, *timing[variant.name]))
+    return results
+
+
+def cpu_int8_features() -> dict[str, bool]:
+    """The CPU's int8 / bf16 instructions: they decide whether int8 and bf16 can be fast here."""
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        flags = set()
+    return {name: name in flags for name in ("avx512_vnni", "avx_vnni", "amx_int8", "amx_bf16", "avx512_bf16")}

@@ -1,0 +1,118 @@
+"""Compression of a trained model, after training or later: `pipeline-compress RUN_ID [key=value ...]`.
+
+Builds the variants listed in the config's `compression` section, measures them against the
+fp32 original on the run's test split, and logs everything into the run itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from pipeline.errors import DataError, PipelineError, TrackingError
+
+
+def settings_from(cfg: DictConfig) -> Any:
+    from pipeline.compress.build import Settings
+
+    compression = cfg.compression
+    return Settings(
+        variants=list(compression.variants),
+        sparsities=list(compression.sparsities),
+        finetune_epochs=compression.finetune_epochs,
+        finetune_lr=compression.finetune_lr,
+        batch_size=cfg.data.batch_size,
+        calibration_batches=compression.calibration_batches,
+        latency_repeats=compression.latency_repeats,
+        threads=compression.threads or cfg.trainer.threads or torch.get_num_threads(),
+        seed=cfg.seed,
+    )
+
+
+def registered_model_name(cfg: DictConfig) -> str:
+    return f"{cfg.tracking.experiment}-{cfg.model._target_.rsplit('.', 1)[-1].lower()}"
+
+
+def compress_and_log(cfg: DictConfig, model: torch.nn.Module, splits: Any, original_uri: str | None) -> Any:
+    """Make, measure and log the variants into the open MLflow run; print the table; return the report."""
+    from pipeline.compress.build import compress, nondeterministic_kernels_allowed
+    from pipeline.tracking.compression import format_table, log_report
+
+    with tempfile.TemporaryDirectory() as workdir, nondeterministic_kernels_allowed():
+        report = compress(model, splits, settings_from(cfg), Path(workdir))
+        log_report(
+            report,
+            splits.test.images[:8].clone(),
+            OmegaConf.to_yaml(cfg),
+            len(splits.class_names),
+            registered_model_name(cfg) if cfg.compression.register else None,
+            original_uri,
+        )
+    print(format_table(report))
+    return report
+
+
+def load_trained_model(cfg: DictConfig, checkpoint: Path, image_shape: tuple[int, ...], num_classes: int) -> torch.nn.Module:
+    """The run's best weights, read from its Lightning checkpoint with ``weights_only=True``."""
+    from pipeline.train import build_model
+
+    model = build_model(cfg, image_shape, num_classes)
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+    model.load_state_dict({key.removeprefix("model."): value for key, value in state.items() if key.startswith("model.")})
+    return model.eval()
+
+
+def load_stored_model(run_id: str, overrides: list[str], tracking_uri: str | None) -> tuple[DictConfig, torch.nn.Module, Any]:
+    """A FINISHED run's config (with ``key=value`` overrides), best model and data splits."""
+    from pipeline.config.compose import compose_config
+    from pipeline.config.instantiate import safe_instantiate
+    from pipeline.config.validation import stored_config, validate
+    from pipeline.tracking.store import resolve_tracking_uri
+    from pipeline.tracking.stored import download_artifact, fetch_run
+
+    uri = resolve_tracking_uri(tracking_uri, Path(compose_config([]).paths.output_root))
+    stored = fetch_run(uri, run_id)
+    if stored.status != "FINISHED":
+        raise TrackingError(f"run {run_id} is {stored.status}: only a FINISHED run can be compressed")
+    cfg = validate(stored_config(stored.config_yaml, [f"tracking.uri={uri}", "compression.enabled=true", *overrides]))
+    splits = safe_instantiate(cfg.data, "data", shuffle_seed=cfg.seed).splits
+    if splits.digest() != stored.tags.get("data.digest"):
+        raise DataError(f"data: the data set differs from the one run {run_id} was trained on")
+    output_root = Path(cfg.paths.output_root)
+    with tempfile.TemporaryDirectory() as scratch:
+        local = output_root / "checkpoints" / run_id / "best.ckpt"
+        checkpoint = local if local.is_file() else download_artifact(uri, run_id, "checkpoints/best.ckpt", Path(scratch))
+        model = load_trained_model(cfg, checkpoint, splits.image_shape, len(splits.class_names))
+    return cfg, model, splits
+
+
+def compress_stored_run(run_id: str, overrides: list[str], tracking_uri: str | None) -> Any:
+    """Compress a stored run's best model and log the variants into that run (reopened, then FINISHED again)."""
+    from pipeline.tracking.run import TrackedRun
+
+    cfg, model, splits = load_stored_model(run_id, overrides, tracking_uri)
+    with TrackedRun(cfg.tracking.uri, cfg.tracking.experiment, Path(cfg.paths.output_root), cfg.run_name, {}, resume_run_id=run_id):
+        return compress_and_log(cfg, model, splits, original_uri=None)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="pipeline-compress", description=__doc__.splitlines()[0])
+    parser.add_argument("run_id", help="a FINISHED run whose best checkpoint is compressed")
+    parser.add_argument("overrides", nargs="*", help="key=value changes, e.g. compression.variants=[int8_static,onnx_int8]")
+    parser.add_argument("--tracking-uri", help="store holding the run (default: outputs/mlflow.db)")
+    args = parser.parse_args(argv)
+    try:
+        compress_stored_run(args.run_id, args.overrides, args.tracking_uri)
+    except PipelineError as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()

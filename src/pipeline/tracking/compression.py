@@ -1,0 +1,178 @@
+"""Log a compression report to the open MLflow run: metrics, models, one table, one figure, registry.
+
+Formats, by what loads back (FIELD_NOTES): fp32 / pruned / half precision modules go through
+torch.export (`pt2`); statically quantized int8 modules cannot be exported or pickled, so their
+int8 state dict is logged with a pyfunc wrapper that rebuilds the module from the run's config;
+dynamically quantized modules are pickled; ONNX models use MLflow's onnx flavor.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import torch
+from mlflow.models import infer_signature
+
+from pipeline.compress.build import Report
+from pipeline.compress.variants import Variant
+
+
+
+class QuantizedClassifier(mlflow.pyfunc.PythonModel):
+    """Serves a statically quantized model: rebuilt from the run's config, then its int8 state dict."""
+
+    def load_context(self, context: Any) -> None:
+        from omegaconf import OmegaConf
+
+        from pipeline.compress.variants import rebuild_static
+        from pipeline.config.validation import validate
+        from pipeline.train import build_model
+
+        cfg = validate(OmegaConf.load(context.artifacts["config"]))
+        input_shape = tuple(int(size) for size in Path(context.artifacts["input_shape"]).read_text().split())
+        num_classes = int(Path(context.artifacts["num_classes"]).read_text())
+        model = build_model(cfg, input_shape, num_classes).eval()
+        state = torch.load(context.artifacts["state_dict"], weights_only=True)
+        self.model = rebuild_static(model, state, input_shape)
+
+    def predict(self, context: Any, model_input: np.ndarray, params: dict | None = None) -> np.ndarray:
+        from pipeline.compress.build import nondeterministic_kernels_allowed
+
+        with torch.inference_mode(), nondeterministic_kernels_allowed():
+            return self.model(torch.as_tensor(np.asarray(model_input, dtype=np.float32))).numpy()
+
+
+def _pip_requirements() -> list[str]:
+    return [f"torch=={torch.__version__.split('+')[0]}", f"numpy=={np.__version__}"]
+
+
+def log_variant_model(variant: Variant, example: torch.Tensor, config_yaml: str, num_classes: int) -> str:
+    """Log one variant as an MLflow model under the open run; return its model URI."""
+    example_np = example.numpy()
+    output = variant.predict(example).numpy()
+    signature = infer_signature(example_np, output)
+    name = f"model-{variant.name}"
+    common = {"name": name, "signature": signature, "input_example": example_np}
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"The tensor attributes .* were assigned during export")
+        warnings.filterwarnings("ignore", message=r"No complete tensor found in the group")
+        if variant.kind == "onnx":
+            import onnx
+
+            info = mlflow.onnx.log_model(
+                onnx.load(str(variant.artifact)), onnx_execution_providers=["CPUExecutionProvider"], **common
+            )
+        elif variant.kind == "torch":
+            info = mlflow.pytorch.log_model(variant.module, pip_requirements=_pip_requirements(), **common)
+        elif variant.recipe == "dynamic":
+            info = mlflow.pytorch.log_model(
+                variant.module, serialization_format="pickle", pip_requirements=_pip_requirements(), **common
+            )
+        else:
+            with tempfile.TemporaryDirectory() as scratch:
+                folder = Path(scratch)
+                (folder / "config.yaml").write_text(config_yaml)
+                (folder / "input_shape.txt").write_text(" ".join(str(size) for size in example.shape[1:]))
+                (folder / "num_classes.txt").write_text(str(num_classes))
+                artifacts = {
+                    "config": str(folder / "config.yaml"),
+                    "state_dict": str(variant.artifact),
+                    "input_shape": str(folder / "input_shape.txt"),
+                    "num_classes": str(folder / "num_classes.txt"),
+                }
+                info = mlflow.pyfunc.log_model(
+                    python_model=QuantizedClassifier(), artifacts=artifacts, pip_requirements=_pip_requirements(), **common
+                )
+    return info.model_uri
+
+
+def _rows(report: Report) -> list[dict[str, Any]]:
+    rows = []
+    for measurement in report.measurements:
+        row = {
+            "variant": measurement.name,
+            "format": measurement.kind,
+            "test_acc": measurement.test_acc,
+            "test_loss": measurement.test_loss,
+            "size_bytes": measurement.size_bytes,
+            "gzip_bytes": measurement.gzip_bytes,
+            "latency_b256_ms": measurement.latency_b256_ms,
+            "latency_b1_ms": measurement.latency_b1_ms,
+        }
+        row.update(report.ratios(measurement))
+        rows.append(row)
+    return rows
+
+
+def format_table(report: Report) -> str:
+    """The variants as a fixed-width text table (also printed by the benchmark script)."""
+    header = f"{'variant':16} {'acc':>7} {'Δacc':>7} {'size':>10} {'gzip':>10} {'size x':>7} {'gzip x':>7} {'b256 ms':>9} {'b1 ms':>8} {'b256 x':>7}"
+    lines = [header]
+    for row in _rows(report):
+        lines.append(
+            f"{row['variant']:16} {row['test_acc']:7.4f} {row['acc_delta'] * 100:+6.2f}p {row['size_bytes']:10d} "
+            f"{row['gzip_bytes']:10d} {row['size_ratio']:7.2f} {row['gzip_ratio']:7.2f} {row['latency_b256_ms']:9.2f} "
+            f"{row['latency_b1_ms']:8.3f} {row['speedup_b256']:7.2f}"
+        )
+    lines += [f"{name:16} skipped: {reason}" for name, reason in report.skipped.items()]
+    return "\n".join(lines)
+
+
+def _tradeoff_figure(rows: list[dict[str, Any]]) -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (by_size, by_latency) = plt.subplots(1, 2, figsize=(11, 4.5), constrained_layout=True)
+    for axis, key, label in ((by_size, "size_bytes", "serialized size (bytes, log scale)"), (by_latency, "latency_b256_ms", "latency per batch of 256 (ms, log scale)")):
+        for row in rows:
+            axis.scatter(row[key], row["test_acc"] * 100, s=40)
+            axis.annotate(row["variant"], (row[key], row["test_acc"] * 100), textcoords="offset points", xytext=(5, 4), fontsize=8)
+        axis.set_xscale("log")
+        axis.set_xlabel(label)
+        axis.set_ylabel("test accuracy (%)")
+        axis.grid(True, alpha=0.3)
+    by_size.set_title("Accuracy against size")
+    by_latency.set_title("Accuracy against CPU latency")
+    return figure
+
+
+def log_report(
+    report: Report, example: torch.Tensor, config_yaml: str, num_classes: int, registered_model: str | None, original_uri: str | None
+) -> dict[str, str]:
+    """Everything about the variants into the open run; returns variant name -> model URI."""
+    import matplotlib.pyplot as plt
+
+    rows = _rows(report)
+    metrics = {}
+    for row in rows:
+        for key, value in row.items():
+            if key not in ("variant", "format"):
+                metrics[f"compress/{row['variant']}/{key}"] = float(value)
+    mlflow.log_metrics(metrics)
+    mlflow.log_table({key: [row[key] for row in rows] for key in rows[0]}, "compression/variants.json")
+    mlflow.log_text(format_table(report) + "\n", "compression/variants.txt")
+    figure = _tradeoff_figure(rows)
+    mlflow.log_figure(figure, "compression/tradeoff.png")
+    plt.close(figure)
+    tags = {f"cpu.{name}": str(present).lower() for name, present in report.cpu.items()}
+    tags["compress.threads"] = str(report.threads)
+    tags.update({f"compress.skipped.{name}": reason for name, reason in report.skipped.items()})
+    mlflow.set_tags(tags)
+
+    uris = {}
+    for name, variant in report.variants.items():
+        if name == "fp32" and original_uri:
+            uris[name] = original_uri
+        else:
+            uris[name] = log_variant_model(variant, example, config_yaml, num_classes)
+    if registered_model:
+        for name, uri in uris.items():
+            mlflow.register_model(uri, registered_model, tags={"variant": name})
+    return uris

@@ -1,0 +1,96 @@
+"""Compressed variants on each model family, tiny data, real MLflow store: built, measured, logged, loadable."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+from mlflow import MlflowClient
+
+from conftest import run_training
+from pipeline.compression import compress_stored_run
+from pipeline.config.compose import compose_config
+from pipeline.config.instantiate import safe_instantiate
+from pipeline.errors import TrackingError
+
+EXPECTED = {
+    "cnn": {"fp32", "fp16", "bf16", "pruned50", "pruned80", "int8_static", "int8_dynamic", "pruned80_int8", "onnx", "onnx_int8"},
+    "rnn": {"fp32", "fp16", "bf16", "pruned50", "pruned80", "int8_dynamic", "pruned80_int8", "onnx", "onnx_int8"},
+    "transformer": {"fp32", "fp16", "bf16", "pruned50", "pruned80", "int8_dynamic", "pruned80_int8", "onnx", "onnx_int8"},
+}
+
+
+def logged_variants(client: MlflowClient, run_id: str) -> dict[str, str]:
+    run = client.get_run(run_id)
+    models = mlflow.search_logged_models(
+        experiment_ids=[run.info.experiment_id], filter_string=f"source_run_id = '{run_id}'", output_format="list"
+    )
+    return {model.name: model.model_uri for model in models}
+
+
+@pytest.mark.parametrize("family", ["cnn", "rnn", "transformer"])
+def test_every_variant_is_measured_logged_and_loads_with_its_logged_accuracy(family: str, tiny: list[str], store: MlflowClient) -> None:
+    result = run_training([*tiny, f"model={family}", "compression=quick", "compression.register=true"])
+    run = store.get_run(result.run_id)
+    metrics = run.data.metrics
+    variants = {key.split("/")[1] for key in metrics if key.startswith("compress/")}
+    assert variants == EXPECTED[family]
+    if family != "cnn":
+        assert "static int8 is for convolutions" in run.data.tags["compress.skipped.int8_static"]
+    assert metrics["compress/fp32/test_acc"] == pytest.approx(metrics["test/acc"])
+    assert metrics["compress/int8_dynamic/size_ratio"] > 1.5
+    assert metrics["compress/pruned80/gzip_ratio"] > metrics["compress/pruned50/gzip_ratio"] > 1.0
+    artifacts = {a.path for a in store.list_artifacts(result.run_id, "compression")}
+    assert {"compression/variants.json", "compression/variants.txt", "compression/tradeoff.png"} <= artifacts
+    assert run.data.tags["cpu.avx512_vnni"] in {"true", "false"}
+
+    mlflow.set_tracking_uri(result.tracking_uri)
+    uris = logged_variants(store, result.run_id)
+    assert set(uris) == {"model"} | {f"model-{name}" for name in EXPECTED[family] - {"fp32"}}
+    splits = safe_instantiate(compose_config(tiny).data, "data", shuffle_seed=0).splits
+    images, labels = splits.test.images.numpy(), splits.test.labels.numpy()
+    for name in EXPECTED[family] - {"fp32"}:
+        predictions = mlflow.pyfunc.load_model(uris[f"model-{name}"]).predict(images)
+        if isinstance(predictions, dict):  # the onnx flavor answers {output name: array}
+            predictions = predictions["logits"]
+        accuracy = float((np.argmax(predictions, axis=1) == labels).mean())
+        assert accuracy == pytest.approx(metrics[f"compress/{name}/test_acc"], abs=1e-6), name
+
+    versions = MlflowClient(result.tracking_uri).search_model_versions(f"name = 'digits-{family}'")
+    assert {version.tags["variant"] for version in versions} == EXPECTED[family]
+
+
+def test_compress_a_stored_run_without_retraining(tiny: list[str], store: MlflowClient, capsys) -> None:
+    result = run_training([*tiny, "compression=none"])
+    assert not any(key.startswith("compress/") for key in store.get_run(result.run_id).data.metrics)
+    compress_stored_run(result.run_id, ["compression=quick", "compression.variants=[int8_static,onnx_int8]"], result.tracking_uri)
+    run = store.get_run(result.run_id)
+    assert run.info.status == "FINISHED"
+    assert {key.split("/")[1] for key in run.data.metrics if key.startswith("compress/")} == {"fp32", "int8_static", "onnx_int8"}
+    assert run.data.metrics["compress/fp32/test_acc"] == pytest.approx(run.data.metrics["test/acc"])
+    assert "int8_static" in capsys.readouterr().out
+
+
+def test_compressing_an_unfinished_run_is_refused(tiny: list[str], store: MlflowClient) -> None:
+    result = run_training([*tiny, "compression=none"])
+    store.set_terminated(result.run_id, "FAILED")
+    with pytest.raises(TrackingError, match="is FAILED: only a FINISHED run can be compressed"):
+        compress_stored_run(result.run_id, [], result.tracking_uri)
+
+
+def test_compression_benchmark_prints_the_table_of_a_stored_run(tiny: list[str]) -> None:
+    result = run_training([*tiny, "compression=none"])
+    script = Path(__file__).resolve().parents[1] / "scripts" / "bench_compress.py"
+    done = subprocess.run(
+        [sys.executable, str(script), result.run_id, "compression=quick", "compression.variants=[bf16,int8_static]",
+         "--tracking-uri", result.tracking_uri],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith(f"run {result.run_id}: 64 test images")
+    assert [line.split()[0] for line in lines[2:]] == ["fp32", "bf16", "int8_static"]
