@@ -88,7 +88,7 @@ def bench_throughput(models: list[str], data: list[str], epochs: int, rounds: in
     print(f"\n## Training throughput: samples/s, median (min-max) of {rounds} alternated rounds, {torch.get_num_threads()} threads")
     print(f"{'model':12} {'bare loop':>26} {'pipeline':>26} {'ratio':>22}")
     for model in models:
-        overrides = [f"model={model}", f"trainer.max_epochs={epochs}", "tracking.log_model=false", *data]
+        overrides = [f"model={model}", f"trainer.max_epochs={epochs}", "tracking.log_model=false", "compression=none", *data]
         bare, piped, ratios = [], [], []
         for round_index in range(rounds):
             first_bare = round_index % 2 == 0  # alternate which goes first
@@ -123,7 +123,7 @@ def import_and_load_seconds() -> float:
 
 def bench_startup(rounds: int, scratch: Path) -> None:
     """The first run in a new output root also creates the store and the data cache: shown apart."""
-    overrides = ["trainer.max_epochs=1", "tracking.log_model=false"]
+    overrides = ["trainer.max_epochs=1", "tracking.log_model=false", "compression=none"]
     output_root = scratch / "startup"
     first_run = first_step_seconds(overrides, output_root)
     reference, pipeline = [], []
@@ -165,7 +165,7 @@ def bench_logging(points: int, scratch: Path) -> None:
 
 def bench_sweep(trials: int, data: list[str], scratch: Path) -> None:
     seeds = list(range(trials))
-    base = ["trainer.max_epochs=1", "tracking.log_model=false", "hydra/job_logging=disabled", *data]
+    base = ["trainer.max_epochs=1", "tracking.log_model=false", "compression=none", "hydra/job_logging=disabled", *data]
 
     def multirun(seed_list: list[int], output_root: Path, threads: str | None) -> subprocess.Popen:
         extra = [f"trainer.threads={threads}"] if threads else []

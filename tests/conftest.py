@@ -30,7 +30,7 @@ def output_root(tmp_path: Path) -> Path:
 @pytest.fixture
 def tiny(output_root: Path) -> list[str]:
     """Overrides for a run that trains for real but takes a few seconds."""
-    return [*TINY_DATA, "trainer.max_epochs=2", "trainer.threads=1", f"paths.output_root={output_root}"]
+    return [*TINY_DATA, "trainer.max_epochs=2", "trainer.threads=1", "compression=none", f"paths.output_root={output_root}"]
 
 
 @pytest.fixture

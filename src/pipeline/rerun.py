@@ -21,6 +21,8 @@ from pipeline.provenance import GitState, git_state
 
 CODE_CHANGED_EXIT = 3
 NOT_REPRODUCED_EXIT = 1
+# Wall-clock measurements (compressed variants' latency and speed-up) differ from run to run by nature.
+TIMING_MARKERS = ("latency_", "speedup_")
 
 
 def code_differences(stored_tags: Mapping[str, str], stored_diff: str, current: GitState) -> list[str]:
@@ -38,9 +40,14 @@ def code_differences(stored_tags: Mapping[str, str], stored_diff: str, current: 
 
 
 def compare_metrics(original: Mapping[str, float], rerun: Mapping[str, float], tolerance: float) -> tuple[str, bool]:
-    """A table of every final metric (original, rerun, difference) and whether all are within tolerance."""
+    """A table of every final metric (original, rerun, difference) and whether all are within tolerance.
+
+    Timing metrics are listed but not compared: no rerun reproduces a wall-clock measurement.
+    """
     rows, reproduced = [("metric", "original", "rerun", "difference")], True
-    for name in sorted(set(original) | set(rerun)):
+    names = sorted(set(original) | set(rerun))
+    timings = [name for name in names if any(marker in name for marker in TIMING_MARKERS)]
+    for name in (name for name in names if name not in timings):
         before, after = original.get(name, math.nan), rerun.get(name, math.nan)
         difference = after - before
         same = math.isfinite(difference) and abs(difference) <= tolerance
@@ -48,6 +55,8 @@ def compare_metrics(original: Mapping[str, float], rerun: Mapping[str, float], t
         rows.append((name, f"{before:.6g}", f"{after:.6g}", f"{difference:+.3g}" + ("" if same else "  <- differs")))
     widths = [max(len(row[column]) for row in rows) for column in range(3)]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row[:3], widths)) + "  " + row[3] for row in rows]
+    if timings:
+        lines.append(f"({len(timings)} timing metrics not compared: {', '.join(timings[:3])}{', ...' if len(timings) > 3 else ''})")
     return "\n".join(lines), reproduced
 
 
