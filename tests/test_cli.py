@@ -68,7 +68,7 @@ def test_the_issue_command_lands_everything_in_the_given_store(tmp_path: Path) -
 @pytest.mark.parametrize(("stop", "name"), [(signal.SIGTERM, "SIGTERM"), (signal.SIGINT, "SIGINT")])
 def test_a_stopped_run_is_marked_killed_not_left_running(stop: signal.Signals, name: str, tmp_path: Path) -> None:
     db = tmp_path / "out" / "mlflow.db"
-    overrides = [*TINY_DATA, "trainer.max_epochs=1000", "tracking.flush_every_s=0.2", f"paths.output_root={tmp_path / 'out'}"]
+    overrides = [*TINY_DATA, "trainer.max_epochs=1000", "tracking.flush_every_s=0.2", "compression=none", f"paths.output_root={tmp_path / 'out'}"]
     process, run_id = start_training(overrides, tmp_path)
     try:
         client, deadline = MlflowClient(f"sqlite:///{db}"), time.monotonic() + 120
