@@ -80,8 +80,9 @@ def test_learns_the_synthetic_task(tiny: list[str]) -> None:
     assert result.test_metrics["test/acc"] > 0.5  # chance is 0.1
 
 
-def test_same_config_and_seed_give_identical_metrics(tiny: list[str], store: MlflowClient) -> None:
-    overrides = [*tiny, "tracking.log_model=false", "tracking.log_checkpoint=false"]
+@pytest.mark.parametrize("threads", [1, 2])
+def test_same_config_and_seed_give_identical_metrics(threads: int, tiny: list[str], store: MlflowClient) -> None:
+    overrides = [*tiny, f"trainer.threads={threads}", "tracking.log_model=false", "tracking.log_checkpoint=false"]
     first, second = run_training(overrides), run_training(overrides)
     assert first.test_metrics == second.test_metrics
     history = [[m.value for m in store.get_metric_history(r.run_id, "train/loss")] for r in (first, second)]

@@ -8,6 +8,8 @@ dynamically quantized modules are pickled; ONNX models use MLflow's onnx flavor.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import tempfile
 import warnings
 from pathlib import Path
@@ -174,5 +176,6 @@ def log_report(
             uris[name] = log_variant_model(variant, example, config_yaml, num_classes)
     if registered_model:
         for name, uri in uris.items():
-            mlflow.register_model(uri, registered_model, tags={"variant": name})
+            with contextlib.redirect_stderr(io.StringIO()):  # MLflow prints two lines per version
+                mlflow.register_model(uri, registered_model, tags={"variant": name})
     return uris
