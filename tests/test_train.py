@@ -57,7 +57,9 @@ def test_each_model_family_trains_and_lands_whole_in_the_store(family: str, tiny
     assert len(run.data.tags["data.digest"]) == 64
     assert run.data.tags["git.dirty"] in {"true", "false"}
 
-    # the best checkpoint, and the model as an MLflow model that predicts
+    # the figures, the best checkpoint, and the model as an MLflow model that predicts
+    figures = {a.path for a in store.list_artifacts(run_id, "figures")}
+    assert figures == {f"figures/{name}.png" for name in ("learning_curves", "confusion_matrix", "misclassified")}
     assert [a.path for a in store.list_artifacts(run_id, "checkpoints")] == ["checkpoints/best.ckpt"]
     assert result.model_uri and result.model_uri.startswith("models:/")
 

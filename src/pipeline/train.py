@@ -61,6 +61,18 @@ def build_task(cfg: DictConfig, model: Any, num_classes: int) -> Any:
     return ClassificationTask(model, num_classes, safe_instantiate(cfg.optimizer, "optimizer"), scheduler, interval)
 
 
+def log_figures(run: Any, model: Any, splits: Any) -> None:
+    """Learning curves, confusion matrix and misclassified test images of the tested model."""
+    from pipeline import figures
+
+    histories = run.metric_histories(["train/loss", "train/acc", "val/loss", "val/acc"])
+    run.log_figure(figures.learning_curves(histories), "figures/learning_curves.png")
+    test = splits.test
+    predicted = figures.predictions(model, test.images)
+    run.log_figure(figures.confusion_matrix(test.labels, predicted, splits.class_names), "figures/confusion_matrix.png")
+    run.log_figure(figures.misclassified(test.images, test.labels, predicted, splits.class_names), "figures/misclassified.png")
+
+
 def train(
     cfg: DictConfig,
     overrides: list[str],
@@ -143,6 +155,7 @@ def train(
         trainer.fit(task, datamodule=datamodule, ckpt_path=resume_checkpoint, weights_only=True)
         test_metrics = trainer.test(task, datamodule=datamodule, ckpt_path="best", verbose=False, weights_only=True)[0]
         run.log_metrics({"best/val_acc": float(checkpoint.best_model_score)}, step=trainer.global_step)
+        log_figures(run, task.model, splits)
         if cfg.tracking.log_checkpoint:
             run.log_checkpoint(Path(checkpoint.best_model_path))
         model_uri = run.log_model(task.model, splits.test.images[:8].clone()) if cfg.tracking.log_model else None

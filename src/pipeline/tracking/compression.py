@@ -126,22 +126,34 @@ def format_table(report: Report) -> str:
 
 
 def _tradeoff_figure(rows: list[dict[str, Any]]) -> Any:
+    """Accuracy against size and against latency; variants at the same point share one label."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-    figure, (by_size, by_latency) = plt.subplots(1, 2, figsize=(11, 4.5), constrained_layout=True)
-    for axis, key, label in ((by_size, "size_bytes", "serialized size (bytes, log scale)"), (by_latency, "latency_b256_ms", "latency per batch of 256 (ms, log scale)")):
+    panels = (
+        ("size_bytes", "serialized size (MB, log scale)", lambda value, _: f"{value / 1e6:g}"),
+        ("latency_b256_ms", "CPU latency per batch of 256 (ms, log scale)", lambda value, _: f"{value:g}"),
+    )
+    figure, axes = plt.subplots(1, 2, figsize=(12, 4.8), constrained_layout=True)
+    for axis, (key, label, formatter) in zip(axes, panels):
+        points: dict[tuple[float, float], list[str]] = {}
         for row in rows:
-            axis.scatter(row[key], row["test_acc"] * 100, s=40)
-            axis.annotate(row["variant"], (row[key], row["test_acc"] * 100), textcoords="offset points", xytext=(5, 4), fontsize=8)
+            points.setdefault((float(f"{row[key]:.2g}"), round(row["test_acc"] * 100, 1)), []).append(row["variant"])
+        for (x, y), names in points.items():
+            axis.scatter(x, y, s=45)
+            axis.annotate(", ".join(names), (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8)
         axis.set_xscale("log")
+        axis.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        axis.xaxis.set_major_formatter(FuncFormatter(formatter))
+        axis.xaxis.set_minor_formatter(NullFormatter())
         axis.set_xlabel(label)
         axis.set_ylabel("test accuracy (%)")
-        axis.grid(True, alpha=0.3)
-    by_size.set_title("Accuracy against size")
-    by_latency.set_title("Accuracy against CPU latency")
+        axis.grid(True, which="both", alpha=0.3)
+    axes[0].set_title("Accuracy against size (left is smaller)")
+    axes[1].set_title("Accuracy against CPU latency (left is faster)")
     return figure
 
 

@@ -156,6 +156,13 @@ class TrackedRun:
             )
         return info.model_uri
 
-    def log_text(self, text: str, artifact_file: str) -> None:
-        mlflow.log_text(text, artifact_file)
+    def metric_histories(self, keys: list[str]) -> dict[str, list[tuple[int, float]]]:
+        """(step, value) points of each metric, from the store."""
+        return {key: [(point.step, point.value) for point in self.client.get_metric_history(self.run_id, key)] for key in keys}
+
+    def log_figure(self, figure: Any, artifact_file: str) -> None:
+        import matplotlib.pyplot as plt
+
+        mlflow.log_figure(figure, artifact_file)
+        plt.close(figure)
 

@@ -1,0 +1,89 @@
+"""Figures a reviewer looks at instead of reading numbers: learning curves, confusion matrix, mistakes.
+
+Plain matplotlib (Agg backend), no MLflow: `pipeline.tracking.run` logs what these return.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+History = Sequence[tuple[int, float]]  # (step, value)
+
+
+def predictions(model: torch.nn.Module, images: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+    """Predicted class of every image, in evaluation mode."""
+    model.eval()
+    with torch.inference_mode():
+        return torch.cat([model(images[start : start + batch_size]).argmax(dim=1) for start in range(0, len(images), batch_size)])
+
+
+def learning_curves(histories: Mapping[str, History]) -> Figure:
+    """Loss and accuracy against the optimizer step: training (per step or epoch) and validation (per epoch)."""
+    figure, (loss_axis, acc_axis) = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
+    for axis, metric, title in ((loss_axis, "loss", "Cross-entropy loss"), (acc_axis, "acc", "Accuracy")):
+        for stage, style in (("train", {"alpha": 0.5, "linewidth": 1}), ("val", {"marker": "o", "linewidth": 2})):
+            points = histories.get(f"{stage}/{metric}", [])
+            if points:
+                steps, values = zip(*points)
+                axis.plot(steps, values, label=f"{stage}/{metric}", **style)
+        axis.set_title(title)
+        axis.set_xlabel("optimizer step")
+        axis.set_ylabel(metric)
+        axis.grid(True, alpha=0.3)
+        axis.legend()
+    return figure
+
+
+def confusion_counts(labels: torch.Tensor, predicted: torch.Tensor, classes: int) -> np.ndarray:
+    """counts[true, predicted] over all images."""
+    return torch.bincount(labels * classes + predicted, minlength=classes * classes).reshape(classes, classes).numpy()
+
+
+def confusion_matrix(labels: torch.Tensor, predicted: torch.Tensor, class_names: Sequence[str]) -> Figure:
+    """Counts of (true, predicted) pairs on the test split, with the class names on both axes."""
+    classes = len(class_names)
+    counts = confusion_counts(labels, predicted, classes)
+    size = max(5.0, 0.55 * classes + 2)
+    figure, axis = plt.subplots(figsize=(size + 1, size), constrained_layout=True)
+    image = axis.imshow(counts, cmap="Blues")
+    figure.colorbar(image, ax=axis, shrink=0.8, label="test images")
+    axis.set_xticks(range(classes), class_names, rotation=45 if max(map(len, class_names)) > 2 else 0, ha="right")
+    axis.set_yticks(range(classes), class_names)
+    axis.set_xlabel("predicted class")
+    axis.set_ylabel("true class")
+    accuracy = np.trace(counts) / max(counts.sum(), 1)
+    axis.set_title(f"Confusion matrix on {counts.sum()} test images (accuracy {accuracy:.3f})")
+    threshold = counts.max() / 2
+    for true in range(classes):
+        for guess in range(classes):
+            if counts[true, guess]:
+                color = "white" if counts[true, guess] > threshold else "black"
+                axis.text(guess, true, str(counts[true, guess]), ha="center", va="center", fontsize=8, color=color)
+    return figure
+
+
+def misclassified(
+    images: torch.Tensor, labels: torch.Tensor, predicted: torch.Tensor, class_names: Sequence[str], limit: int = 25
+) -> Figure:
+    """Up to ``limit`` misclassified test images, each titled with its predicted and true class."""
+    wrong = torch.nonzero(predicted != labels).flatten()[:limit].tolist()
+    columns = 5
+    rows = max(1, -(-len(wrong) // columns))
+    figure, axes = plt.subplots(rows, columns, figsize=(2.2 * columns, 2.4 * rows), constrained_layout=True, squeeze=False)
+    for axis in axes.flat:
+        axis.axis("off")
+    for axis, index in zip(axes.flat, wrong):
+        image = images[index].permute(1, 2, 0).numpy()
+        axis.imshow(image.squeeze(-1) if image.shape[-1] == 1 else image.clip(0, 1), cmap="gray")
+        axis.set_title(f"pred {class_names[predicted[index]]}\ntrue {class_names[labels[index]]}", fontsize=9, color="firebrick")
+    total = int((predicted != labels).sum())
+    figure.suptitle(f"Misclassified test images: {len(wrong)} of {total} shown")
+    return figure
