@@ -12,10 +12,12 @@ import pytest
 from mlflow import MlflowClient
 
 from conftest import run_training
+from pipeline.compress.prune import prune_global, prunable_weights, sparsity_of
 from pipeline.compression import compress_stored_run
 from pipeline.config.compose import compose_config
 from pipeline.config.instantiate import safe_instantiate
 from pipeline.errors import TrackingError
+from pipeline.train import build_model
 
 EXPECTED = {
     "cnn": {"fp32", "fp16", "bf16", "pruned50", "pruned80", "int8_static", "int8_dynamic", "pruned80_int8", "onnx", "onnx_int8"},
@@ -94,3 +96,16 @@ def test_compression_benchmark_prints_the_table_of_a_stored_run(tiny: list[str])
     lines = done.stdout.splitlines()
     assert lines[0].startswith(f"run {result.run_id}: 64 test images")
     assert [line.split()[0] for line in lines[2:]] == ["fp32", "bf16", "int8_static"]
+
+
+@pytest.mark.parametrize("family", ["cnn", "rnn", "transformer"])
+def test_pruning_zeroes_the_requested_fraction_of_weights_for_good(family: str) -> None:
+    cfg = compose_config([f"model={family}", "data=synthetic", "data.train_size=64"])
+    splits = safe_instantiate(cfg.data, "data", shuffle_seed=0).splits
+    model = build_model(cfg, splits.image_shape, 10).eval()
+    pruned = prune_global(model, 0.8, splits.train, epochs=1, lr=1e-3, batch_size=32, seed=0)
+    assert sparsity_of(pruned) == pytest.approx(0.8, abs=0.01)
+    assert sparsity_of(model) < 0.01  # the original is untouched
+    assert not any(name.endswith("_orig") for name, _ in pruned.named_parameters())  # masks folded in
+    assert len(prunable_weights(pruned)) == len(prunable_weights(model))
+    assert pruned(splits.train.images[:4]).shape == (4, 10)

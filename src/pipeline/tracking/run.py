@@ -91,10 +91,6 @@ class TrackedRun:
             mlflow.set_tag("failure_reason", f"{type(exc).__name__}: {first_line(str(exc))}"[:5000])
         mlflow.end_run(status=status)
 
-    @property
-    def ui_url(self) -> str:
-        return f"#/experiments/{self.experiment_id}/runs/{self.run_id}"
-
     def metrics_logger(self, flush_every_s: float, already_logged: dict[str, int] | None = None) -> MlflowBatchLogger:
         if self.client is None:
             raise RuntimeError("metrics_logger() needs an open run: use TrackedRun as a context manager")
