@@ -87,3 +87,26 @@ def misclassified(
     total = int((predicted != labels).sum())
     figure.suptitle(f"Misclassified test images: {len(wrong)} of {total} shown")
     return figure
+
+
+def objective_by_parameter(points: Mapping[str, Sequence[tuple[float | str, float]]], objective: str) -> Figure:
+    """One panel per swept parameter: the objective of each trial against that parameter's value."""
+    figure, axes = plt.subplots(1, len(points), figsize=(4.5 * len(points), 4), constrained_layout=True, squeeze=False)
+    for axis, (parameter, trials) in zip(axes[0], points.items()):
+        values = [value for value, _ in trials]
+        numeric = all(isinstance(value, float) for value in values)
+        categories = sorted({str(value) for value in values})
+        xs = values if numeric else [categories.index(str(value)) for value in values]
+        axis.scatter(xs, [score for _, score in trials], s=45)
+        if numeric and min(values) > 0 and max(values) / min(values) >= 10:
+            axis.set_xscale("log")
+        if not numeric:
+            axis.set_xticks(range(len(categories)), categories)
+        elif len(set(values)) <= 8:  # a grid: label exactly the values tried
+            axis.set_xticks(sorted(set(values)), [f"{value:g}" for value in sorted(set(values))])
+            axis.minorticks_off()
+        axis.set_xlabel(parameter)
+        axis.set_ylabel(objective)
+        axis.grid(True, alpha=0.3)
+    figure.suptitle(f"{objective} of each trial against each swept parameter")
+    return figure

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import uuid
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,7 @@ class TrainResult:
     experiment_id: str
     test_metrics: dict[str, float]
     model_uri: str | None
+    metrics: dict[str, float]  # every final metric of the run, as stored
 
 
 def quiet_known_noise() -> None:
@@ -95,8 +97,10 @@ def train(
     from pipeline.interrupts import signals_raise
     from pipeline.provenance import git_state, installed_packages, runtime_versions
     from pipeline.tracking.run import TrackedRun
-    from pipeline.tracking.stored import last_logged_steps
+    from pipeline.sweep import parent_run_id
     from pipeline.tracking.store import resolve_tracking_uri
+    from pipeline.tracking.stored import last_logged_steps
+    from pipeline.tracking.sweep import PARENT_TAG
 
     output_root = Path(cfg.paths.output_root)
     if cfg.trainer.threads is not None:
@@ -120,7 +124,11 @@ def train(
 
     uri = resolve_tracking_uri(cfg.tracking.uri, output_root)
     tags = {"model": cfg.model._target_.rsplit(".", 1)[-1].lower(), **cfg.tags, **(extra_tags or {})}
-    with signals_raise(), TrackedRun(uri, cfg.tracking.experiment, output_root, cfg.run_name, tags, resume_run_id) as run:
+    if (parent := parent_run_id()) is not None and resume_run_id is None:
+        tags[PARENT_TAG] = parent
+    # MLflow's own name generator draws from `random`, seeded above: every run would get the same name
+    run_name = cfg.run_name or f"{tags['model']}-{cfg.data.name}-{uuid.uuid4().hex[:6]}"
+    with signals_raise(), TrackedRun(uri, cfg.tracking.experiment, output_root, run_name, tags, resume_run_id) as run:
         log.info("%s run %s in %s", "resuming" if resume_run_id else "started", run.run_id, uri)
         if resume_run_id is None:
             run.log_config(OmegaConf.to_container(cfg), OmegaConf.to_yaml(cfg), overrides)
@@ -163,7 +171,10 @@ def train(
             from pipeline.compression import compress_and_log
 
             compress_and_log(cfg, task.model, splits, model_uri)
-    return TrainResult(run.run_id, uri, run.experiment_id, {k: float(v) for k, v in test_metrics.items()}, model_uri)
+        final_metrics = run.final_metrics()
+    return TrainResult(
+        run.run_id, uri, run.experiment_id, {k: float(v) for k, v in test_metrics.items()}, model_uri, final_metrics
+    )
 
 
 def resume(cfg: DictConfig, overrides: list[str]) -> TrainResult:
@@ -194,13 +205,15 @@ def print_summary(result: TrainResult) -> None:
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 def _hydra_entry(cfg: DictConfig) -> float:
     try:
-        overrides = list(HydraConfig.get().overrides.task)
-        result = resume(cfg, overrides) if cfg.resume is not None else train(cfg, overrides)
+        hydra_config = HydraConfig.get()
+        overrides = list(hydra_config.overrides.task)
+        choices = {f"choice.{group}": str(option) for group, option in hydra_config.runtime.choices.items() if not group.startswith("hydra")}
+        result = resume(cfg, overrides) if cfg.resume is not None else train(cfg, overrides, extra_tags=choices)
     except PipelineError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(1) from None
     print_summary(result)
-    return result.test_metrics["test/acc"]
+    return result.metrics.get(cfg.sweep.objective, float("nan"))  # what a sweeper optimises
 
 
 def main() -> None:

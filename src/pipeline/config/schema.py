@@ -368,6 +368,18 @@ class CompressionConfig:
 
 
 @dataclass
+class SweepConfig:
+    """What a sweep optimises: the metric a trial returns, and which way is better."""
+
+    objective: str = MISSING
+    direction: str = MISSING
+
+    def check(self) -> None:
+        _require(bool(self.objective.strip()), "sweep.objective", "must name a metric, e.g. best/val_acc")
+        _require(self.direction in ("maximize", "minimize"), "sweep.direction", f"must be maximize or minimize, got {self.direction!r}")
+
+
+@dataclass
 class PathsConfig:
     output_root: str = MISSING
 
@@ -381,6 +393,7 @@ class TrainConfig:
     trainer: TrainerConfig = MISSING
     tracking: TrackingConfig = MISSING
     compression: CompressionConfig = MISSING
+    sweep: SweepConfig = MISSING
     paths: PathsConfig = MISSING
     seed: int = MISSING
     run_name: Optional[str] = MISSING

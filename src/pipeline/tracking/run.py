@@ -152,6 +152,9 @@ class TrackedRun:
             )
         return info.model_uri
 
+    def final_metrics(self) -> dict[str, float]:
+        return dict(self.client.get_run(self.run_id).data.metrics)
+
     def metric_histories(self, keys: list[str]) -> dict[str, list[tuple[int, float]]]:
         """(step, value) points of each metric, from the store."""
         return {key: [(point.step, point.value) for point in self.client.get_metric_history(self.run_id, key)] for key in keys}

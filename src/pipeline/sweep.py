@@ -1,0 +1,49 @@
+"""A Hydra multirun is one parent MLflow run; every trial is a child of it.
+
+`SweepParentRun` is a Hydra callback (registered in conf/train.yaml): before the first trial
+it opens the parent run and hands its id to the trials through an environment variable (so
+launchers that start new processes pass it on too); after the last trial it records the
+number of trials, the best one by `sweep.objective` / `sweep.direction`, and a figure of the
+objective against each swept parameter, then closes the parent.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+PARENT_RUN_ENV = "PIPELINE_SWEEP_PARENT_RUN_ID"
+
+
+def parent_run_id() -> str | None:
+    """The sweep's parent run, when this process runs a trial of a sweep."""
+    return os.environ.get(PARENT_RUN_ENV) or None
+
+
+def swept_keys(sweep_overrides: list[str]) -> list[str]:
+    """`optimizer.lr=1e-3,3e-3` -> `optimizer.lr`: the keys a grid varies."""
+    return [override.split("=", 1)[0].lstrip("+~") for override in sweep_overrides if "," in override.split("=", 1)[-1]]
+
+
+class SweepParentRun(Callback):
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from pipeline.tracking.store import resolve_tracking_uri
+        from pipeline.tracking.sweep import open_parent
+
+        overrides = list(config.hydra.overrides.task)  # HydraConfig is not set yet at this point
+        uri = resolve_tracking_uri(config.tracking.uri, Path(config.paths.output_root))
+        os.environ[PARENT_RUN_ENV] = open_parent(uri, config.tracking.experiment, Path(config.paths.output_root), overrides, config.sweep)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from pipeline.tracking.store import resolve_tracking_uri
+        from pipeline.tracking.sweep import close_parent
+
+        run_id = os.environ.pop(PARENT_RUN_ENV, None)
+        if run_id:
+            uri = resolve_tracking_uri(config.tracking.uri, Path(config.paths.output_root))
+            best = close_parent(uri, run_id, swept_keys(list(config.hydra.overrides.task)), config.sweep)
+            print(f"sweep:   parent run {run_id}; {best}")
