@@ -25,3 +25,7 @@ class RunInterrupted(BaseException):
 
 class TrackingError(PipelineError):
     """The tracking store cannot be opened; the message names the URI."""
+
+
+class CheckpointError(PipelineError):
+    """A checkpoint a command needs (to resume, to compress) is not there."""

@@ -9,6 +9,7 @@ before any of them is paid for.
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 import uuid
 import warnings
@@ -25,7 +26,7 @@ from pipeline.config.compose import compose_config
 from pipeline.config.instantiate import safe_instantiate
 from pipeline.config.schema import STEP_SCHEDULERS
 from pipeline.config.validation import stored_config, validate
-from pipeline.errors import ConfigError, DataError, PipelineError
+from pipeline.errors import CheckpointError, ConfigError, DataError, PipelineError, RunInterrupted
 
 log = logging.getLogger("pipeline")
 
@@ -63,6 +64,35 @@ def build_task(cfg: DictConfig, model: Any, num_classes: int) -> Any:
     return ClassificationTask(model, num_classes, safe_instantiate(cfg.optimizer, "optimizer"), scheduler, interval)
 
 
+def build_trainer(cfg: DictConfig, logger: Any, output_root: Path, run_id: str) -> tuple[Any, Any]:
+    """The Lightning Trainer of ``cfg.trainer``, keeping the best (val/acc) and the last checkpoint of the run."""
+    import pytorch_lightning as pl
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    from pipeline.callbacks import StopOnSignal
+
+    checkpoint_dir = output_root / "checkpoints" / run_id
+    checkpoint = ModelCheckpoint(dirpath=checkpoint_dir, filename="best", monitor="val/acc", mode="max", save_last=True)
+    trainer = pl.Trainer(
+        accelerator=cfg.trainer.accelerator,
+        devices=cfg.trainer.devices,
+        strategy=cfg.trainer.strategy,
+        num_nodes=cfg.trainer.num_nodes,
+        precision=cfg.trainer.precision,
+        max_epochs=cfg.trainer.max_epochs,
+        deterministic=cfg.trainer.deterministic,
+        log_every_n_steps=cfg.trainer.log_every_n_steps,
+        gradient_clip_val=cfg.trainer.gradient_clip_val,
+        logger=logger,
+        callbacks=[checkpoint, StopOnSignal()],
+        default_root_dir=output_root,
+        enable_progress_bar=sys.stderr.isatty(),
+        enable_model_summary=False,
+        num_sanity_val_steps=0,  # the validation step is the pipeline's own, covered by its tests
+    )
+    return trainer, checkpoint
+
+
 def log_figures(run: Any, model: Any, splits: Any) -> None:
     """Learning curves, confusion matrix and misclassified test images of the tested model."""
     from pipeline import figures
@@ -92,12 +122,11 @@ def train(
     quiet_known_noise()
     import pytorch_lightning as pl
     import torch
-    from pytorch_lightning.callbacks import ModelCheckpoint
 
-    from pipeline.interrupts import signals_raise
+    from pipeline.interrupts import deferred, signals_raise
     from pipeline.provenance import git_state, installed_packages, runtime_versions
-    from pipeline.tracking.run import TrackedRun
     from pipeline.sweep import parent_run_id
+    from pipeline.tracking.run import TrackedRun
     from pipeline.tracking.store import resolve_tracking_uri
     from pipeline.tracking.stored import last_logged_steps
     from pipeline.tracking.sweep import PARENT_TAG
@@ -120,7 +149,7 @@ def train(
     if resume_run_id is not None:
         resume_checkpoint = output_root / "checkpoints" / resume_run_id / "last.ckpt"
         if not resume_checkpoint.is_file():
-            raise DataError(f"resume={resume_run_id}: no checkpoint at {resume_checkpoint}")
+            raise CheckpointError(f"resume={resume_run_id}: no checkpoint at {resume_checkpoint}")
 
     uri = resolve_tracking_uri(cfg.tracking.uri, output_root)
     tags = {"model": cfg.model._target_.rsplit(".", 1)[-1].lower(), **cfg.tags, **(extra_tags or {})}
@@ -136,32 +165,11 @@ def train(
             run.log_dataset(cfg.data.name, splits)
         already_logged = last_logged_steps(uri, run.run_id) if resume_run_id else {}
 
-        checkpoint = ModelCheckpoint(
-            dirpath=output_root / "checkpoints" / run.run_id,
-            filename="best",
-            monitor="val/acc",
-            mode="max",
-            save_last=True,
-        )
-        trainer = pl.Trainer(
-            accelerator=cfg.trainer.accelerator,
-            devices=cfg.trainer.devices,
-            strategy=cfg.trainer.strategy,
-            num_nodes=cfg.trainer.num_nodes,
-            precision=cfg.trainer.precision,
-            max_epochs=cfg.trainer.max_epochs,
-            deterministic=cfg.trainer.deterministic,
-            log_every_n_steps=cfg.trainer.log_every_n_steps,
-            gradient_clip_val=cfg.trainer.gradient_clip_val,
-            logger=run.metrics_logger(cfg.tracking.flush_every_s, already_logged),
-            callbacks=[checkpoint],
-            default_root_dir=output_root,
-            enable_progress_bar=sys.stderr.isatty(),
-            enable_model_summary=False,
-            num_sanity_val_steps=0,  # the validation step is the pipeline's own, covered by its tests
-        )
-        trainer.fit(task, datamodule=datamodule, ckpt_path=resume_checkpoint, weights_only=True)
-        test_metrics = trainer.test(task, datamodule=datamodule, ckpt_path="best", verbose=False, weights_only=True)[0]
+        logger = run.metrics_logger(cfg.tracking.flush_every_s, already_logged)
+        trainer, checkpoint = build_trainer(cfg, logger, output_root, run.run_id)
+        with deferred():  # a stop signal ends the loop at the next batch, never inside a store write
+            trainer.fit(task, datamodule=datamodule, ckpt_path=resume_checkpoint, weights_only=True)
+            test_metrics = trainer.test(task, datamodule=datamodule, ckpt_path="best", verbose=False, weights_only=True)[0]
         run.log_metrics({"best/val_acc": float(checkpoint.best_model_score)}, step=trainer.global_step)
         log_figures(run, task.model, splits)
         if cfg.tracking.log_checkpoint:
@@ -212,6 +220,9 @@ def _hydra_entry(cfg: DictConfig) -> float:
     except PipelineError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(1) from None
+    except RunInterrupted as stop:
+        print(f"stopped: {stop}; the run is marked KILLED and can be resumed with resume=<run id>", file=sys.stderr)
+        raise SystemExit(128 + signal.SIGTERM) from None
     print_summary(result)
     return result.metrics.get(cfg.sweep.objective, float("nan"))  # what a sweeper optimises
 
