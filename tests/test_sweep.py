@@ -43,3 +43,19 @@ def test_grid_multirun_of_four_trials_gives_four_children_under_one_parent(tmp_p
         "sweep/definition.txt", "sweep/objective_by_parameter.png",
     ]  # fmt: skip
     assert f"sweep:   parent run {parent.info.run_id}; 4 trials, best {best.info.run_id}" in done.stdout
+
+
+def test_a_failing_trial_is_reported_and_the_sweep_goes_on(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    done = subprocess.run(
+        [*TRAIN, "-m", "data=synthetic,mnist", "trainer.max_epochs=1",
+         "compression=none", "tracking.log_model=false", f"paths.output_root={out}"],
+        cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "error: data=mnist: MNIST files not found under" in done.stderr
+    client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("digits").experiment_id])
+    (parent,) = [run for run in runs if run.data.tags.get("sweep.role") == "parent"]
+    assert parent.info.status == "FINISHED" and parent.data.metrics["sweep/finished"] == 1
+    assert all(run.info.status == "FINISHED" for run in runs)

@@ -9,6 +9,7 @@ objective against each swept parameter, then closes the parent.
 
 from __future__ import annotations
 
+import atexit
 import os
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,14 @@ def swept_keys(sweep_overrides: list[str]) -> list[str]:
     return [override.split("=", 1)[0].lstrip("+~") for override in sweep_overrides if "," in override.split("=", 1)[-1]]
 
 
+def _end_stranded_parent(uri: str, run_id: str) -> None:
+    """At exit, a parent that `on_multirun_end` never closed (Ctrl-C, a crashed trial) is marked KILLED."""
+    if os.environ.get(PARENT_RUN_ENV) == run_id:
+        from pipeline.tracking.sweep import end_parent
+
+        end_parent(uri, run_id, "KILLED")
+
+
 class SweepParentRun(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from pipeline.tracking.store import resolve_tracking_uri
@@ -36,7 +45,9 @@ class SweepParentRun(Callback):
 
         overrides = list(config.hydra.overrides.task)  # HydraConfig is not set yet at this point
         uri = resolve_tracking_uri(config.tracking.uri, Path(config.paths.output_root))
-        os.environ[PARENT_RUN_ENV] = open_parent(uri, config.tracking.experiment, Path(config.paths.output_root), overrides, config.sweep)
+        run_id = open_parent(uri, config.tracking.experiment, Path(config.paths.output_root), overrides, config.sweep)
+        os.environ[PARENT_RUN_ENV] = run_id
+        atexit.register(_end_stranded_parent, uri, run_id)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from pipeline.tracking.store import resolve_tracking_uri

@@ -27,6 +27,7 @@ from pipeline.config.instantiate import safe_instantiate
 from pipeline.config.schema import STEP_SCHEDULERS
 from pipeline.config.validation import stored_config, validate
 from pipeline.errors import CheckpointError, ConfigError, DataError, PipelineError, RunInterrupted
+from pipeline.sweep import parent_run_id
 
 log = logging.getLogger("pipeline")
 
@@ -125,7 +126,6 @@ def train(
 
     from pipeline.interrupts import deferred, signals_raise
     from pipeline.provenance import git_state, installed_packages, runtime_versions
-    from pipeline.sweep import parent_run_id
     from pipeline.tracking.run import TrackedRun
     from pipeline.tracking.store import resolve_tracking_uri
     from pipeline.tracking.stored import last_logged_steps
@@ -219,6 +219,8 @@ def _hydra_entry(cfg: DictConfig) -> float:
         result = resume(cfg, overrides) if cfg.resume is not None else train(cfg, overrides, extra_tags=choices)
     except PipelineError as err:
         print(f"error: {err}", file=sys.stderr)
+        if parent_run_id() is not None:  # one bad trial must not end the sweep (and strand its parent run)
+            return float("nan")
         raise SystemExit(1) from None
     except RunInterrupted as stop:
         print(f"stopped: {stop}; the run is marked KILLED and can be resumed with resume=<run id>", file=sys.stderr)

@@ -29,6 +29,10 @@ def open_parent(uri: str, experiment: str, output_root: Path, overrides: list[st
     return run.info.run_id
 
 
+def end_parent(uri: str, run_id: str, status: str) -> None:
+    MlflowClient(tracking_uri=uri).set_terminated(run_id, status)
+
+
 def _as_number(value: str) -> float | str:
     try:
         return float(value)
@@ -49,13 +53,9 @@ def close_parent(uri: str, run_id: str, swept: list[str], sweep: Any) -> str:
     experiment_id = client.get_run(run_id).info.experiment_id
     children = client.search_runs([experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{run_id}'")
     scored = [child for child in children if child.info.status == "FINISHED" and sweep.objective in child.data.metrics]
-    client.log_batch(
-        run_id,
-        metrics=[
-            mlflow.entities.Metric("sweep/trials", len(children), int(time.time() * 1000), 0),
-            mlflow.entities.Metric("sweep/finished", len(scored), int(time.time() * 1000), 0),
-        ],
-    )
+    now = int(time.time() * 1000)
+    counts = {"sweep/trials": len(children), "sweep/finished": len(scored)}
+    client.log_batch(run_id, metrics=[mlflow.entities.Metric(key, value, now, 0) for key, value in counts.items()])
     if not scored:
         client.set_terminated(run_id, "FAILED")
         return f"{len(children)} trials, none finished with {sweep.objective}"
