@@ -9,9 +9,11 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pytest
+import torch
 from mlflow import MlflowClient
 
 from conftest import run_training
+from pipeline.compress.build import Settings, build_variants
 from pipeline.compress.prune import prune_global, prunable_weights, sparsity_of
 from pipeline.compression import compress_stored_run
 from pipeline.config.compose import compose_config
@@ -109,3 +111,20 @@ def test_pruning_zeroes_the_requested_fraction_of_weights_for_good(family: str) 
     assert not any(name.endswith("_orig") for name, _ in pruned.named_parameters())  # masks folded in
     assert len(prunable_weights(pruned)) == len(prunable_weights(model))
     assert pruned(splits.train.images[:4]).shape == (4, 10)
+
+
+def test_a_model_the_onnx_exporter_cannot_express_is_skipped_not_a_crash(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*args, **kwargs):
+        raise RuntimeError("Exporting the operator 'aten::strange' to ONNX opset version 17 is not supported\nmore")
+
+    monkeypatch.setattr(torch.onnx, "export", refuse)
+    cfg = compose_config(["data=synthetic", "data.train_size=64"])
+    splits = safe_instantiate(cfg.data, "data", shuffle_seed=0).splits
+    model = build_model(cfg, splits.image_shape, 10)
+    settings = Settings(["onnx", "onnx_int8", "bf16"], [0.5], 0, 1e-3, 32, 1, 1, 1, 0)
+    variants, skipped = build_variants(model, splits, settings, tmp_path)
+    assert [variant.name for variant in variants] == ["fp32", "bf16"]
+    assert skipped == {
+        "onnx": "onnx: torch.onnx.export failed: Exporting the operator 'aten::strange' to ONNX opset version 17 is not supported",
+        "onnx_int8": "onnx: torch.onnx.export failed: Exporting the operator 'aten::strange' to ONNX opset version 17 is not supported",
+    }

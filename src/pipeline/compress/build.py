@@ -98,11 +98,7 @@ def build_variants(model: nn.Module, splits: ImageSplits, settings: Settings, wo
         elif kind == "onnx":
             attempt(kind, lambda: onnx_runtime.onnx_variant("onnx", onnx_runtime.export(model, example, workdir / "model.onnx"), settings.threads))
         elif kind == "onnx_int8":
-            fp32_onnx = workdir / "model.onnx"
-            if not fp32_onnx.exists():
-                onnx_runtime.export(model, example, fp32_onnx)
-            quantized = onnx_runtime.quantize(model, fp32_onnx, calibration, workdir / "model.int8.onnx")
-            variants.append(onnx_runtime.onnx_variant("onnx_int8", quantized, settings.threads))
+            attempt(kind, lambda: onnx_runtime.onnx_variant("onnx_int8", onnx_runtime.quantized(model, example, calibration, workdir), settings.threads))
     return variants, skipped
 
 

@@ -16,19 +16,27 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.compress.variants import Variant, has_convolutions
+from pipeline.compress.variants import Variant, VariantSkipped, has_convolutions
+from pipeline.errors import first_line
 
 INPUT, OUTPUT = "images", "logits"
 
 
 def export(model: nn.Module, example: torch.Tensor, path: Path) -> Path:
-    with warnings.catch_warnings(), contextlib.redirect_stdout(None):
-        warnings.simplefilter("ignore")  # the exporter's own deprecation notice and tracer warnings
-        torch.backends.mha.set_fastpath_enabled(False)
-        torch.onnx.export(
-            model.eval(), (example,), str(path), dynamo=False, opset_version=17,
-            input_names=[INPUT], output_names=[OUTPUT], dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}},
-        )  # fmt: skip
+    """The fp32 ONNX file (written once per workdir); a model the exporter cannot express is skipped."""
+    if path.exists():
+        return path
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(None):
+            warnings.simplefilter("ignore")  # the exporter's own deprecation notice and tracer warnings
+            torch.backends.mha.set_fastpath_enabled(False)
+            torch.onnx.export(
+                model.eval(), (example,), str(path), dynamo=False, opset_version=17,
+                input_names=[INPUT], output_names=[OUTPUT], dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}},
+            )  # fmt: skip
+    except Exception as err:  # the exporter raises many types; any of them means "no ONNX for this model"
+        path.unlink(missing_ok=True)
+        raise VariantSkipped(f"onnx: torch.onnx.export failed: {first_line(str(err))}") from None
     return path
 
 
@@ -62,6 +70,11 @@ class _Calibration:
 
     def get_next(self) -> dict | None:
         return next(self._batches, None)
+
+
+def quantized(model: nn.Module, example: torch.Tensor, calibration: Iterable[torch.Tensor], workdir: Path) -> Path:
+    """The int8 ONNX file, quantized from the fp32 export."""
+    return quantize(model, export(model, example, workdir / "model.onnx"), calibration, workdir / "model.int8.onnx")
 
 
 def quantize(model: nn.Module, fp32_path: Path, calibration: Iterable[torch.Tensor], path: Path) -> Path:
