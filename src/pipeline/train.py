@@ -27,6 +27,7 @@ from pipeline.config.instantiate import safe_instantiate
 from pipeline.config.schema import STEP_SCHEDULERS
 from pipeline.config.validation import stored_config, validate
 from pipeline.errors import CheckpointError, ConfigError, DataError, PipelineError, RunInterrupted
+from pipeline.interrupts import received_signal
 from pipeline.sweep import parent_run_id
 
 log = logging.getLogger("pipeline")
@@ -222,9 +223,13 @@ def _hydra_entry(cfg: DictConfig) -> float:
         if parent_run_id() is not None:  # one bad trial must not end the sweep (and strand its parent run)
             return float("nan")
         raise SystemExit(1) from None
-    except RunInterrupted as stop:
-        print(f"stopped: {stop}; the run is marked KILLED and can be resumed with resume=<run id>", file=sys.stderr)
-        raise SystemExit(128 + signal.SIGTERM) from None
+    except (RunInterrupted, SystemExit):
+        # Lightning ends a loop on SIGTERM with its own SystemExit (code 0) and on Ctrl-C with SystemExit(1)
+        stop = received_signal()
+        if stop is None:
+            raise
+        print(f"stopped: received {stop}; the run is marked KILLED and can be resumed with resume=<run id>", file=sys.stderr)
+        raise SystemExit(128 + signal.Signals[stop].value) from None
     print_summary(result)
     return result.metrics.get(cfg.sweep.objective, float("nan"))  # what a sweeper optimises
 
