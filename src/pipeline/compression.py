@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline.errors import DataError, PipelineError, TrackingError
+from pipeline.errors import PipelineError, TrackingError
 
 
 def settings_from(cfg: DictConfig) -> Any:
@@ -82,8 +82,7 @@ def load_stored_model(run_id: str, overrides: list[str], tracking_uri: str | Non
         raise TrackingError(f"run {run_id} is {stored.status}: only a FINISHED run can be compressed")
     cfg = validate(stored_config(stored.config_yaml, [f"tracking.uri={uri}", "compression.enabled=true", *overrides]))
     splits = safe_instantiate(cfg.data, "data", shuffle_seed=cfg.seed).splits
-    if splits.digest() != stored.tags.get("data.digest"):
-        raise DataError(f"data: the data set differs from the one run {run_id} was trained on")
+    splits.check_digest(stored.tags.get("data.digest"))
     output_root = Path(cfg.paths.output_root)
     with tempfile.TemporaryDirectory() as scratch:
         local = output_root / "checkpoints" / run_id / "best.ckpt"

@@ -26,7 +26,7 @@ from pipeline.config.compose import compose_config
 from pipeline.config.instantiate import safe_instantiate
 from pipeline.config.schema import STEP_SCHEDULERS
 from pipeline.config.validation import stored_config, validate
-from pipeline.errors import CheckpointError, ConfigError, DataError, PipelineError, RunInterrupted
+from pipeline.errors import CheckpointError, ConfigError, PipelineError, RunInterrupted
 from pipeline.interrupts import received_signal
 from pipeline.sweep import parent_run_id
 
@@ -139,10 +139,7 @@ def train(
 
     datamodule = safe_instantiate(cfg.data, "data", shuffle_seed=cfg.seed)
     splits = datamodule.splits
-    if expected_data_digest is not None and splits.digest() != expected_data_digest:
-        raise DataError(
-            f"data: content digest {splits.digest()[:12]} differs from the stored run's {expected_data_digest[:12]}"
-        )
+    splits.check_digest(expected_data_digest)
     num_classes = len(splits.class_names)
     task = build_task(cfg, build_model(cfg, splits.image_shape, num_classes), num_classes)
 

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
+from pipeline.errors import DataError
+
 
 @dataclass(frozen=True)
 class Split:
@@ -36,6 +38,11 @@ class ImageSplits:
 
     def splits(self) -> dict[str, Split]:
         return {"train": self.train, "val": self.val, "test": self.test}
+
+    def check_digest(self, expected: str | None) -> None:
+        """Refuse data that is not the stored run's (``expected`` is its `data.digest` tag, if any)."""
+        if expected is not None and (actual := self.digest()) != expected:
+            raise DataError(f"data: content digest {actual[:12]} differs from the stored run's {expected[:12]}")
 
     def digest(self) -> str:
         """SHA-256 over the split digests and class names: the whole data set's identity."""
