@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import io
 import tempfile
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ from mlflow.models import infer_signature
 
 from pipeline.compress.build import Report
 from pipeline.compress.variants import Variant
-
+from pipeline.tracking.run import pip_requirements, quiet_export_warnings
 
 
 class QuantizedClassifier(mlflow.pyfunc.PythonModel):
@@ -49,10 +48,6 @@ class QuantizedClassifier(mlflow.pyfunc.PythonModel):
             return self.model(torch.as_tensor(np.asarray(model_input, dtype=np.float32))).numpy()
 
 
-def _pip_requirements() -> list[str]:
-    return [f"torch=={torch.__version__.split('+')[0]}", f"numpy=={np.__version__}"]
-
-
 def log_variant_model(variant: Variant, example: torch.Tensor, config_yaml: str, num_classes: int) -> str:
     """Log one variant as an MLflow model under the open run; return its model URI."""
     example_np = example.numpy()
@@ -60,9 +55,7 @@ def log_variant_model(variant: Variant, example: torch.Tensor, config_yaml: str,
     signature = infer_signature(example_np, output)
     name = f"model-{variant.name}"
     common = {"name": name, "signature": signature, "input_example": example_np}
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r"The tensor attributes .* were assigned during export")
-        warnings.filterwarnings("ignore", message=r"No complete tensor found in the group")
+    with quiet_export_warnings():
         if variant.kind == "onnx":
             import onnx
 
@@ -70,10 +63,10 @@ def log_variant_model(variant: Variant, example: torch.Tensor, config_yaml: str,
                 onnx.load(str(variant.artifact)), onnx_execution_providers=["CPUExecutionProvider"], **common
             )
         elif variant.kind == "torch":
-            info = mlflow.pytorch.log_model(variant.module, pip_requirements=_pip_requirements(), **common)
+            info = mlflow.pytorch.log_model(variant.module, pip_requirements=pip_requirements(), **common)
         elif variant.recipe == "dynamic":
             info = mlflow.pytorch.log_model(
-                variant.module, serialization_format="pickle", pip_requirements=_pip_requirements(), **common
+                variant.module, serialization_format="pickle", pip_requirements=pip_requirements(), **common
             )
         else:
             with tempfile.TemporaryDirectory() as scratch:
@@ -88,7 +81,7 @@ def log_variant_model(variant: Variant, example: torch.Tensor, config_yaml: str,
                     "num_classes": str(folder / "num_classes.txt"),
                 }
                 info = mlflow.pyfunc.log_model(
-                    python_model=QuantizedClassifier(), artifacts=artifacts, pip_requirements=_pip_requirements(), **common
+                    python_model=QuantizedClassifier(), artifacts=artifacts, pip_requirements=pip_requirements(), **common
                 )
     return info.model_uri
 

@@ -8,6 +8,8 @@ KILLED (SIGINT / SIGTERM); it is never left RUNNING.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Optional
@@ -45,6 +47,22 @@ def _log_input_shared(dataset: Any, context: str, tags: dict[str, str], attempts
             duplicate = "UNIQUE constraint failed" in str(err) or "duplicate key" in str(err)
             if not duplicate or attempt == attempts - 1:
                 raise
+
+
+def pip_requirements() -> list[str]:
+    """What a logged torch model needs to load: given, so MLflow does not infer it in a subprocess."""
+    return [f"torch=={torch.__version__.split('+')[0]}", f"numpy=={np.__version__}"]
+
+
+@contextmanager
+def quiet_export_warnings() -> Iterator[None]:
+    """Silence torch.export's notes that say nothing about the logged model's correctness."""
+    with warnings.catch_warnings():
+        # nn.LSTM re-assigns its flat weights during export: harmless for inference
+        warnings.filterwarnings("ignore", message=r"The tensor attributes .* were assigned during export")
+        # channels_last weights are saved whole; the archive notes it did not find a shared storage
+        warnings.filterwarnings("ignore", message=r"No complete tensor found in the group")
+        yield
 
 
 class TrackedRun:
@@ -138,17 +156,13 @@ class TrackedRun:
         example_np = example.numpy()
         with torch.no_grad():
             output = model(example).numpy()
-        with warnings.catch_warnings():
-            # torch.export notes that nn.LSTM re-assigns its flat weights: harmless for inference;
-            warnings.filterwarnings("ignore", message=r"The tensor attributes .* were assigned during export")
-            # channels_last weights are saved whole; the archive notes it did not find a shared storage
-            warnings.filterwarnings("ignore", message=r"No complete tensor found in the group")
+        with quiet_export_warnings():
             info = mlflow.pytorch.log_model(
                 model,
                 name=name,
                 signature=infer_signature(example_np, output),
                 input_example=example_np,
-                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"numpy=={np.__version__}"],
+                pip_requirements=pip_requirements(),
             )
         return info.model_uri
 
