@@ -1,4 +1,9 @@
-"""The LightningModule: cross-entropy classification with accuracy per stage (no MLflow here)."""
+"""The LightningModule: cross-entropy classification with accuracy per stage (no MLflow here).
+
+Epoch metrics are torchmetrics states (sums of correct, of loss x samples, of samples), so under
+DDP they are reduced across ranks exactly: with the DataModule's unpadded evaluation shards every
+validation and test image counts once (`test/samples` records how many were seen).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchmetrics import MeanMetric, SumMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
@@ -31,6 +37,8 @@ class ClassificationTask(pl.LightningModule):
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.scheduler_interval = scheduler_interval
         self.accuracy = nn.ModuleDict({f"{stage}_acc": MulticlassAccuracy(num_classes, average="micro") for stage in ("train", "val", "test")})
+        self.epoch_loss = nn.ModuleDict({f"{stage}_loss": MeanMetric() for stage in ("val", "test")})
+        self.test_samples = SumMetric()
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.model(images)
@@ -41,8 +49,15 @@ class ClassificationTask(pl.LightningModule):
         loss = F.cross_entropy(logits, labels)
         accuracy = self.accuracy[f"{stage}_acc"]
         accuracy(logits, labels)
-        on_step = stage == "train"
-        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=not on_step, prog_bar=on_step, batch_size=len(labels))
+        if stage == "train":  # per step, this rank's batch: the loss being optimised right now
+            self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=len(labels))
+        else:
+            epoch_loss = self.epoch_loss[f"{stage}_loss"]
+            epoch_loss(loss.detach(), len(labels))
+            self.log(f"{stage}/loss", epoch_loss, on_step=False, on_epoch=True, batch_size=len(labels))
+        if stage == "test":
+            self.test_samples(len(labels))
+            self.log("test/samples", self.test_samples, on_step=False, on_epoch=True, batch_size=len(labels))
         self.log(f"{stage}/acc", accuracy, on_step=False, on_epoch=True, prog_bar=stage == "val", batch_size=len(labels))
         return loss
 

@@ -26,6 +26,7 @@ from pipeline.config.compose import compose_config
 from pipeline.config.instantiate import safe_instantiate
 from pipeline.config.schema import STEP_SCHEDULERS
 from pipeline.config.validation import stored_config, validate
+from pipeline.distributed import launched_rank
 from pipeline.errors import CheckpointError, ConfigError, PipelineError, RunInterrupted
 from pipeline.interrupts import received_signal
 from pipeline.sweep import parent_run_id
@@ -66,19 +67,27 @@ def build_task(cfg: DictConfig, model: Any, num_classes: int) -> Any:
     return ClassificationTask(model, num_classes, safe_instantiate(cfg.optimizer, "optimizer"), scheduler, interval)
 
 
-def build_trainer(cfg: DictConfig, logger: Any, output_root: Path, run_id: str) -> tuple[Any, Any]:
-    """The Lightning Trainer of ``cfg.trainer``, keeping the best (val/acc) and the last checkpoint of the run."""
+def build_trainer(cfg: DictConfig, logger: Any, output_root: Path, run_id: str, callbacks: list[Any]) -> tuple[Any, Any]:
+    """The Lightning Trainer of ``cfg.trainer``, keeping the best (val/acc) and the last checkpoint of the run.
+
+    Inside a sweep, `ddp` becomes `ddp_spawn`: `ddp` re-launches the command line, and a
+    re-launched `-m` command would run the whole sweep again (FIELD_NOTES).
+    """
     import pytorch_lightning as pl
     from pytorch_lightning.callbacks import ModelCheckpoint
 
     from pipeline.callbacks import StopOnSignal
 
+    strategy = cfg.trainer.strategy
+    if strategy == "ddp" and parent_run_id() is not None:
+        strategy = "ddp_spawn"
+    # other DDP ranks get rank 0's folder from the checkpoint callback's setup (a broadcast)
     checkpoint_dir = output_root / "checkpoints" / run_id
     checkpoint = ModelCheckpoint(dirpath=checkpoint_dir, filename="best", monitor="val/acc", mode="max", save_last=True)
     trainer = pl.Trainer(
         accelerator=cfg.trainer.accelerator,
         devices=cfg.trainer.devices,
-        strategy=cfg.trainer.strategy,
+        strategy=strategy,
         num_nodes=cfg.trainer.num_nodes,
         precision=cfg.trainer.precision,
         max_epochs=cfg.trainer.max_epochs,
@@ -86,20 +95,20 @@ def build_trainer(cfg: DictConfig, logger: Any, output_root: Path, run_id: str) 
         log_every_n_steps=cfg.trainer.log_every_n_steps,
         gradient_clip_val=cfg.trainer.gradient_clip_val,
         logger=logger,
-        callbacks=[checkpoint, StopOnSignal()],
+        callbacks=[checkpoint, StopOnSignal(), *callbacks],
         default_root_dir=output_root,
         enable_progress_bar=sys.stderr.isatty(),
         enable_model_summary=False,
         num_sanity_val_steps=0,  # the validation step is the pipeline's own, covered by its tests
+        use_distributed_sampler=False,  # the DataModule shards by rank itself, without padding
     )
     return trainer, checkpoint
 
 
-def log_figures(run: Any, model: Any, splits: Any) -> None:
+def log_figures(run: Any, histories: dict[str, list[tuple[int, float]]], model: Any, splits: Any) -> None:
     """Learning curves, confusion matrix and misclassified test images of the tested model."""
     from pipeline import figures
 
-    histories = run.metric_histories(["train/loss", "train/acc", "val/loss", "val/acc"])
     run.log_figure(figures.learning_curves(histories), "figures/learning_curves.png")
     test = splits.test
     predicted = figures.predictions(model, test.images)
@@ -114,11 +123,14 @@ def train(
     resume_run_id: str | None = None,
     expected_data_digest: str | None = None,
     extra_tags: dict[str, str] | None = None,
-) -> TrainResult:
+    callbacks: list[Any] | None = None,
+) -> TrainResult | None:
     """Train, test and track one run of ``cfg`` (composed or stored); raises PipelineError on bad input.
 
     ``resume_run_id`` continues that run from its last checkpoint, in the same MLflow run;
-    ``expected_data_digest`` refuses data that is not the stored run's.
+    ``expected_data_digest`` refuses data that is not the stored run's; ``callbacks`` are
+    extra Lightning callbacks (a sweeper's pruning). Under DDP the first rank owns the
+    MLflow run and returns the result; the other ranks train and return None.
     """
     cfg = validate(cfg)
     quiet_known_noise()
@@ -148,6 +160,14 @@ def train(
         resume_checkpoint = output_root / "checkpoints" / resume_run_id / "last.ckpt"
         if not resume_checkpoint.is_file():
             raise CheckpointError(f"resume={resume_run_id}: no checkpoint at {resume_checkpoint}")
+    world_size = cfg.trainer.devices * cfg.trainer.num_nodes
+    if cfg.data.batch_size % world_size:
+        raise ConfigError(f"data.batch_size={cfg.data.batch_size}: must divide evenly over the {world_size} DDP processes")
+    if launched_rank(cfg.trainer.devices) != 0:
+        trainer, _ = build_trainer(cfg, False, output_root, "not-rank-zero", callbacks or [])
+        trainer.fit(task, datamodule=datamodule, ckpt_path=resume_checkpoint, weights_only=True)
+        trainer.test(task, datamodule=datamodule, ckpt_path="best", verbose=False, weights_only=True)
+        return None
 
     uri = resolve_tracking_uri(cfg.tracking.uri, output_root)
     tags = {"model": cfg.model._target_.rsplit(".", 1)[-1].lower(), **cfg.tags, **(extra_tags or {})}
@@ -164,12 +184,14 @@ def train(
         already_logged = last_logged_steps(uri, run.run_id) if resume_run_id else {}
 
         logger = run.metrics_logger(cfg.tracking.flush_every_s, already_logged)
-        trainer, checkpoint = build_trainer(cfg, logger, output_root, run.run_id)
+        trainer, checkpoint = build_trainer(cfg, logger, output_root, run.run_id, callbacks or [])
         with deferred():  # a stop signal ends the loop at the next batch, never inside a store write
             trainer.fit(task, datamodule=datamodule, ckpt_path=resume_checkpoint, weights_only=True)
             test_metrics = trainer.test(task, datamodule=datamodule, ckpt_path="best", verbose=False, weights_only=True)[0]
-        run.log_metrics({"best/val_acc": float(checkpoint.best_model_score)}, step=trainer.global_step)
-        log_figures(run, task.model, splits)
+        histories = run.metric_histories(["train/loss", "train/acc", "val/loss", "val/acc"])
+        # the checkpoint's monitor; read from the store because ddp_spawn leaves the score in its workers
+        run.log_metrics({"best/val_acc": max(value for _, value in histories["val/acc"])}, step=trainer.global_step)
+        log_figures(run, histories, task.model, splits)
         if cfg.tracking.log_checkpoint:
             run.log_checkpoint(Path(checkpoint.best_model_path))
         model_uri = run.log_model(task.model, splits.test.images[:8].clone()) if cfg.tracking.log_model else None
@@ -183,7 +205,7 @@ def train(
     )
 
 
-def resume(cfg: DictConfig, overrides: list[str]) -> TrainResult:
+def resume(cfg: DictConfig, overrides: list[str]) -> TrainResult | None:
     """Continue run ``cfg.resume`` from its last checkpoint with its stored config (plus ``key=value`` overrides)."""
     from pipeline.tracking.store import resolve_tracking_uri
     from pipeline.tracking.stored import fetch_run
@@ -196,7 +218,7 @@ def resume(cfg: DictConfig, overrides: list[str]) -> TrainResult:
 
 
 def print_summary(result: TrainResult) -> None:
-    metrics = "  ".join(f"{name}={value:.4f}" for name, value in sorted(result.test_metrics.items()))
+    metrics = "  ".join(f"{name}={value:.4g}" if value.is_integer() else f"{name}={value:.4f}" for name, value in sorted(result.test_metrics.items()))
     print(f"run id:  {result.run_id}")
     print(f"test:    {metrics}")
     if result.model_uri:
@@ -227,6 +249,8 @@ def _hydra_entry(cfg: DictConfig) -> float:
             raise
         print(f"stopped: received {stop}; the run is marked KILLED and can be resumed with resume=<run id>", file=sys.stderr)
         raise SystemExit(128 + signal.Signals[stop].value) from None
+    if result is None:  # a DDP rank other than the first: rank 0 reports
+        return float("nan")
     print_summary(result)
     return result.metrics.get(cfg.sweep.objective, float("nan"))  # what a sweeper optimises
 

@@ -1,4 +1,4 @@
-"""Config schema, validation and safe instantiation; registers the `repo_root` resolver."""
+"""Config schema, validation and safe instantiation; registers the `repo_root` and `run_folder` resolvers."""
 
 from pathlib import Path
 
@@ -10,6 +10,10 @@ CONF_DIR = REPO_ROOT / "conf"
 
 if not OmegaConf.has_resolver("repo_root"):
     OmegaConf.register_new_resolver("repo_root", lambda: str(REPO_ROOT))
+if not OmegaConf.has_resolver("run_folder"):
+    from pipeline.distributed import run_folder_name
+
+    OmegaConf.register_new_resolver("run_folder", run_folder_name, use_cache=True)
 
 
 def register_schema() -> None:

@@ -47,10 +47,14 @@ class EpochShuffle(Sampler[int]):
     Reseeding the global RNGs there (dropout, augmentation in the main process) and the
     workers' base seed in ``set_epoch`` makes a run resumed from a checkpoint train exactly
     as an uninterrupted one: nothing depends on how the process reached the epoch.
+
+    Under DDP each of ``world_size`` ranks takes every ``world_size``-th index of the same
+    permutation, cut to an equal count (ranks must take the same number of optimizer steps).
     """
 
-    def __init__(self, size: int, seed: int) -> None:
+    def __init__(self, size: int, seed: int, rank: int = 0, world_size: int = 1) -> None:
         self.size, self.seed, self.epoch = size, seed, 0
+        self.rank, self.world_size = rank, world_size
         self.worker_seeds = torch.Generator()  # the DataLoader draws its workers' base seed here
         self.set_epoch(0)
 
@@ -66,10 +70,27 @@ class EpochShuffle(Sampler[int]):
         random.seed(seed)
         np.random.seed(seed % 2**32)
         torch.manual_seed(seed)
-        return iter(torch.randperm(self.size, generator=torch.Generator().manual_seed(seed)).tolist())
+        order = torch.randperm(self.size, generator=torch.Generator().manual_seed(seed))
+        return iter(order[self.rank :: self.world_size][: len(self)].tolist())
 
     def __len__(self) -> int:
-        return self.size
+        return self.size // self.world_size
+
+
+class EvaluationShard(Sampler[int]):
+    """Every ``world_size``-th image from ``rank``, unpadded: across ranks each image counts once.
+
+    (Lightning's DistributedSampler pads the shards with repeated images to equal lengths.)
+    """
+
+    def __init__(self, size: int, rank: int, world_size: int) -> None:
+        self.indices = range(rank, size, world_size)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
 
 
 def keep_batch(batch: Batch) -> Batch:
@@ -107,12 +128,18 @@ class ImageDataModule(pl.LightningDataModule):
         return self.load_splits()
 
     def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
-        sampler = EpochShuffle(len(dataset), self.shuffle_seed) if shuffle else None
+        """Shuffled or in order; sharded by rank under DDP (the Trainer runs with use_distributed_sampler=False)."""
+        rank, world_size = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
+        sampler: Optional[Sampler[int]] = None
+        if shuffle:
+            sampler = EpochShuffle(len(dataset), self.shuffle_seed, rank, world_size)
+        elif world_size > 1:
+            sampler = EvaluationShard(len(dataset), rank, world_size)
         return DataLoader(
             dataset,
             batch_size=batch_size,
             sampler=sampler,
-            generator=sampler.worker_seeds if sampler else None,
+            generator=sampler.worker_seeds if isinstance(sampler, EpochShuffle) else None,
             num_workers=self.num_workers,
             collate_fn=keep_batch,
             # workers restart each epoch so their seeds follow the epoch (see EpochShuffle)
@@ -126,7 +153,10 @@ class ImageDataModule(pl.LightningDataModule):
             augmentation = build_augmentation(
                 self.splits.image_shape[1:], augment.degrees, augment.translate, augment.scale_min, augment.scale_max, augment.crop_padding
             )
-        return self._loader(InMemoryImages(self.splits.train, augmentation), self.batch_size, shuffle=True)
+        # data.batch_size is the global batch: under DDP each rank takes its share of it, so a
+        # run on N devices takes the same optimizer steps as one on a single device
+        world_size = self.trainer.world_size if self.trainer else 1
+        return self._loader(InMemoryImages(self.splits.train, augmentation), self.batch_size // world_size, shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(InMemoryImages(self.splits.val), self.eval_batch_size, shuffle=False)

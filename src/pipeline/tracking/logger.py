@@ -6,6 +6,9 @@ calls 2.5 s on SQLite, one batch 0.25 s), so metrics are buffered and flushed ev
 a checkpoint a run could resume from), and when training ends. A resumed run passes
 ``already_logged`` (the last stored step of each metric): points the killed process had
 already written are not written twice.
+
+It holds the store's URI, not a client: Lightning's ``ddp_spawn`` pickles the logger into
+the worker processes, and each process opens its own client on first use.
 """
 
 from __future__ import annotations
@@ -34,13 +37,23 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
 
 class MlflowBatchLogger(Logger):
     def __init__(
-        self, client: MlflowClient, run_id: str, flush_every_s: float, already_logged: Mapping[str, int] | None = None
+        self, uri: str, run_id: str, flush_every_s: float, already_logged: Mapping[str, int] | None = None
     ) -> None:
         super().__init__()
-        self._client, self._run_id, self._flush_every_s = client, run_id, flush_every_s
+        self._uri, self._run_id, self._flush_every_s = uri, run_id, flush_every_s
         self._already_logged = dict(already_logged or {})
         self._pending: list[Metric] = []
         self._last_flush = time.monotonic()
+        self._client_in_this_process: MlflowClient | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_client_in_this_process": None}
+
+    @property
+    def _client(self) -> MlflowClient:
+        if self._client_in_this_process is None:
+            self._client_in_this_process = MlflowClient(tracking_uri=self._uri)
+        return self._client_in_this_process
 
     @property
     def name(self) -> str:

@@ -112,7 +112,7 @@ class TrackedRun:
     def metrics_logger(self, flush_every_s: float, already_logged: dict[str, int] | None = None) -> MlflowBatchLogger:
         if self.client is None:
             raise RuntimeError("metrics_logger() needs an open run: use TrackedRun as a context manager")
-        return MlflowBatchLogger(self.client, self.run_id, flush_every_s, already_logged)
+        return MlflowBatchLogger(self.uri, self.run_id, flush_every_s, already_logged)
 
     def log_config(self, resolved: dict[str, Any], config_yaml: str, overrides: list[str]) -> None:
         """The resolved config as params (flattened, full values) and as YAML; the overrides as given."""
