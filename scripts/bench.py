@@ -144,7 +144,7 @@ def bench_logging(points: int, scratch: Path) -> None:
     timings = {}
     run_id = client.create_run(experiment).info.run_id
     started = time.perf_counter()
-    logger = MlflowBatchLogger(client, run_id, flush_every_s=2.0)
+    logger = MlflowBatchLogger(uri, run_id, flush_every_s=2.0)
     for step in range(points):
         logger.log_metrics({"train/loss": 1.0 / (step + 1)}, step=step)
     logger.finalize("success")
