@@ -1,5 +1,7 @@
 """A Hydra multirun is one parent MLflow run; every trial is a child of it.
 
+Grid sweeps (Hydra's basic sweeper) and Optuna searches (hydra/sweeper=optuna) alike.
+
 `SweepParentRun` is a Hydra callback (registered in conf/train.yaml): before the first trial
 it opens the parent run and hands its id to the trials through an environment variable (so
 launchers that start new processes pass it on too); after the last trial it records the
@@ -38,14 +40,35 @@ def _end_stranded_parent(uri: str, run_id: str) -> None:
         end_parent(uri, run_id, "KILLED")
 
 
+OPTUNA_SWEEPER = "hydra_plugins.pipeline_optuna_sweeper.optuna_sweeper.OptunaSweeper"
+
+
+def optuna_study(config: DictConfig) -> str | None:
+    """The study an Optuna sweep will use (its parent run is found again by it); None for other sweepers."""
+    sweeper = config.hydra.sweeper
+    if sweeper.get("_target_") != OPTUNA_SWEEPER:
+        return None
+    from pipeline.search.study import study_name
+
+    params = {str(key): str(value) for key, value in (sweeper.params or {}).items()}
+    return study_name(sweeper.study_name, params, list(config.hydra.overrides.task), config.sweep.objective, sweeper.direction)
+
+
+def searched_overrides(config: DictConfig) -> list[str]:
+    """The command line's overrides plus an Optuna sweeper's `params`, as `key=expression` lines."""
+    params = config.hydra.sweeper.get("params") or {}
+    return [*(f"{key}={value}" for key, value in params.items()), *config.hydra.overrides.task]
+
+
 class SweepParentRun(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from pipeline.tracking.store import resolve_tracking_uri
         from pipeline.tracking.sweep import open_parent
 
-        overrides = list(config.hydra.overrides.task)  # HydraConfig is not set yet at this point
+        # HydraConfig is not set yet at this point
         uri = resolve_tracking_uri(config.tracking.uri, Path(config.paths.output_root))
-        run_id = open_parent(uri, config.tracking.experiment, Path(config.paths.output_root), overrides, config.sweep)
+        output_root = Path(config.paths.output_root)
+        run_id = open_parent(uri, config.tracking.experiment, output_root, searched_overrides(config), config.sweep, optuna_study(config))
         os.environ[PARENT_RUN_ENV] = run_id
         atexit.register(_end_stranded_parent, uri, run_id)
 
@@ -56,5 +79,5 @@ class SweepParentRun(Callback):
         run_id = os.environ.pop(PARENT_RUN_ENV, None)
         if run_id:
             uri = resolve_tracking_uri(config.tracking.uri, Path(config.paths.output_root))
-            best = close_parent(uri, run_id, swept_keys(list(config.hydra.overrides.task)), config.sweep)
+            best = close_parent(uri, run_id, swept_keys(searched_overrides(config)), config.sweep)
             print(f"sweep:   parent run {run_id}; {best}")

@@ -218,7 +218,7 @@ def resume(cfg: DictConfig, overrides: list[str]) -> TrainResult | None:
 
 
 def print_summary(result: TrainResult) -> None:
-    metrics = "  ".join(f"{name}={value:.4g}" if value.is_integer() else f"{name}={value:.4f}" for name, value in sorted(result.test_metrics.items()))
+    metrics = "  ".join(f"{name}={value:.0f}" if name.endswith("samples") else f"{name}={value:.4f}" for name, value in sorted(result.test_metrics.items()))
     print(f"run id:  {result.run_id}")
     print(f"test:    {metrics}")
     if result.model_uri:
@@ -235,8 +235,17 @@ def _hydra_entry(cfg: DictConfig) -> float:
     try:
         hydra_config = HydraConfig.get()
         overrides = list(hydra_config.overrides.task)
-        choices = {f"choice.{group}": str(option) for group, option in hydra_config.runtime.choices.items() if not group.startswith("hydra")}
-        result = resume(cfg, overrides) if cfg.resume is not None else train(cfg, overrides, extra_tags=choices)
+        tags = {f"choice.{group}": str(option) for group, option in hydra_config.runtime.choices.items() if not group.startswith("hydra")}
+        callbacks = []
+        from pipeline.search.trial import ReportToOptuna, current_trial
+
+        if (trial := current_trial(hydra_config.sweeper)) is not None:  # a job of an Optuna sweep
+            tags.update(trial.tags)
+            callbacks.append(ReportToOptuna(trial, cfg.sweep.objective, cfg.sweep.direction))
+        if cfg.resume is not None:
+            result = resume(cfg, overrides)
+        else:
+            result = train(cfg, overrides, extra_tags=tags, callbacks=callbacks)
     except PipelineError as err:
         print(f"error: {err}", file=sys.stderr)
         if parent_run_id() is not None:  # one bad trial must not end the sweep (and strand its parent run)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import time
 from pathlib import Path
 from typing import Any
@@ -14,19 +16,62 @@ from pipeline.tracking.store import ensure_experiment
 PARENT_TAG = "mlflow.parentRunId"  # what the MLflow UI nests runs by
 
 
-def open_parent(uri: str, experiment: str, output_root: Path, overrides: list[str], sweep: Any) -> str:
-    """Create the sweep's parent run (also creating the store once, before any trial opens it)."""
+def open_parent(uri: str, experiment: str, output_root: Path, overrides: list[str], sweep: Any, study: str | None = None) -> str:
+    """Create the sweep's parent run (also creating the store once, before any trial opens it).
+
+    An Optuna sweep names its ``study``: running the same sweep again reopens that study's parent.
+    """
     client = MlflowClient(tracking_uri=uri)
     experiment_id = ensure_experiment(uri, experiment, output_root)
+    if study is not None:
+        found = client.search_runs([experiment_id], filter_string=f"tags.`sweep.study` = '{study}'", max_results=1)
+        if found:
+            client.update_run(found[0].info.run_id, status="RUNNING")
+            return found[0].info.run_id
     tags = {
         "sweep.role": "parent",
         "sweep.definition": " ".join(overrides),
         "sweep.objective": sweep.objective,
         "sweep.direction": sweep.direction,
+        **({"sweep.study": study} if study else {}),
     }
     run = client.create_run(experiment_id, run_name=f"sweep {time.strftime('%Y-%m-%d %H:%M:%S')}", tags=tags)
     client.log_text(run.info.run_id, "\n".join(overrides) + "\n", "sweep/definition.txt")
     return run.info.run_id
+
+
+def _trial_runs(client: MlflowClient, parent_id: str, number: int) -> list[Any]:
+    experiment_id = client.get_run(parent_id).info.experiment_id
+    query = f"tags.`{PARENT_TAG}` = '{parent_id}' and tags.`optuna.trial` = '{number}'"
+    return client.search_runs([experiment_id], filter_string=query)
+
+
+def tag_trial_run(uri: str, parent_id: str, number: int, state: str) -> None:
+    """Mark a trial's run with its Optuna state (COMPLETE, PRUNED, FAIL)."""
+    client = MlflowClient(tracking_uri=uri)
+    for run in _trial_runs(client, parent_id, number):
+        client.set_tag(run.info.run_id, "optuna.state", state)
+
+
+def fail_lost_trial_runs(uri: str, parent_id: str, numbers: list[int], heartbeat_interval: int) -> None:
+    """Runs of trials whose process died (no heartbeat) are FAILED with that reason, not left RUNNING."""
+    client = MlflowClient(tracking_uri=uri)
+    for number in numbers:
+        for run in _trial_runs(client, parent_id, number):
+            client.set_tag(run.info.run_id, "optuna.state", "FAIL")
+            if run.info.status == "RUNNING":
+                reason = f"the trial's process stopped (no heartbeat for {2 * heartbeat_interval} s); its parameters are tried again"
+                client.set_tag(run.info.run_id, "failure_reason", reason)
+                client.set_terminated(run.info.run_id, "FAILED")
+
+
+def log_parent_figures(uri: str, parent_id: str, figures: dict[str, Any]) -> None:
+    import matplotlib.pyplot as plt
+
+    client = MlflowClient(tracking_uri=uri)
+    for path, figure in figures.items():
+        client.log_figure(parent_id, figure, path)
+        plt.close(figure)
 
 
 def end_parent(uri: str, run_id: str, status: str) -> None:
@@ -45,6 +90,19 @@ def _swept_value(child: Any, key: str) -> str:
     return child.data.params.get(key) or child.data.tags.get(f"choice.{key}", "?")
 
 
+def _register_best_model(uri: str, client: MlflowClient, experiment_id: str, best_run_id: str, parent_id: str) -> str | None:
+    """Register the best trial's model as `<experiment>-sweep` with the alias `best`; its `models:/` URI."""
+    models = client.search_logged_models([experiment_id], filter_string=f"source_run_id = '{best_run_id}' AND name = 'model'")
+    if not models:
+        return None
+    name = f"{client.get_experiment(experiment_id).name}-sweep"
+    mlflow.set_tracking_uri(uri)
+    with contextlib.redirect_stderr(io.StringIO()):  # MLflow prints two lines per version
+        version = mlflow.register_model(f"models:/{models[0].model_id}", name, tags={"sweep.parent_run_id": parent_id})
+    client.set_registered_model_alias(name, "best", version.version)
+    return f"models:/{name}@best"
+
+
 def close_parent(uri: str, run_id: str, swept: list[str], sweep: Any) -> str:
     """Record trial count, best trial and the objective-by-parameter figure; end the parent run."""
     from pipeline.figures import objective_by_parameter
@@ -52,9 +110,11 @@ def close_parent(uri: str, run_id: str, swept: list[str], sweep: Any) -> str:
     client = MlflowClient(tracking_uri=uri)
     experiment_id = client.get_run(run_id).info.experiment_id
     children = client.search_runs([experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{run_id}'")
-    scored = [child for child in children if child.info.status == "FINISHED" and sweep.objective in child.data.metrics]
+    finished = [child for child in children if child.info.status == "FINISHED" and sweep.objective in child.data.metrics]
+    scored = [child for child in finished if child.data.tags.get("optuna.state", "COMPLETE") == "COMPLETE"]
     now = int(time.time() * 1000)
-    counts = {"sweep/trials": len(children), "sweep/finished": len(scored)}
+    pruned = sum(1 for child in children if child.data.tags.get("optuna.state") == "PRUNED")
+    counts = {"sweep/trials": len(children), "sweep/finished": len(scored), "sweep/pruned": pruned}
     client.log_batch(run_id, metrics=[mlflow.entities.Metric(key, value, now, 0) for key, value in counts.items()])
     if not scored:
         client.set_terminated(run_id, "FAILED")
@@ -63,6 +123,8 @@ def close_parent(uri: str, run_id: str, swept: list[str], sweep: Any) -> str:
     best = pick(scored, key=lambda child: child.data.metrics[sweep.objective])
     value = best.data.metrics[sweep.objective]
     client.set_tag(run_id, "sweep.best_run_id", best.info.run_id)
+    if (version := _register_best_model(uri, client, experiment_id, best.info.run_id, run_id)) is not None:
+        client.set_tag(run_id, "sweep.best_model", version)
     client.log_metric(run_id, f"sweep/best_{sweep.objective.replace('/', '_')}", value)
     points = {
         key: [(_as_number(_swept_value(child, key)), child.data.metrics[sweep.objective]) for child in scored]
