@@ -10,6 +10,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -72,6 +73,41 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+@contextmanager
+def serving(command: list[str], health_url: str, log_path: Path, env: dict[str, str] | None = None, timeout_s: float = 120) -> Iterator[None]:
+    """Run a server process (in its own process group) until the block ends; enter once ``health_url`` answers 200."""
+    with log_path.open("w") as log:
+        server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
+        try:
+            deadline = time.monotonic() + timeout_s
+            while True:
+                try:
+                    with urllib.request.urlopen(health_url, timeout=2) as response:
+                        if response.status == 200:
+                            break
+                except OSError:
+                    time.sleep(0.5)
+                if server.poll() is not None:
+                    raise RuntimeError(f"{command[0]} exited: {log_path.read_text()[-2000:]}")
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{health_url} did not answer within {timeout_s:.0f} s: {log_path.read_text()[-2000:]}")
+            yield
+        finally:
+            stop_group(server)
+
+
+def stop_group(process: subprocess.Popen) -> None:
+    """SIGTERM a process started with start_new_session and everything it started; SIGKILL after 30 s."""
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
+    except ProcessLookupError:
+        pass
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real `mlflow server` process on 127.0.0.1 that stores artifacts itself."""
@@ -83,23 +119,6 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         "--artifacts-destination", str(root / "artifacts"),
         "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
     ]  # fmt: skip
-    log = (root / "server.log").open("w")
-    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                if response.status == 200:
-                    break
-        except OSError:
-            time.sleep(0.5)
-        if server.poll() is not None:
-            raise RuntimeError(f"mlflow server exited: {(root / 'server.log').read_text()[-2000:]}")
-    else:
-        server.kill()
-        raise RuntimeError("mlflow server did not answer /health within 90 s")
-    yield url
-    os.killpg(server.pid, signal.SIGTERM)
-    server.wait(timeout=30)
-    log.close()
+    with serving(command, f"{url}/health", root / "server.log", timeout_s=90):
+        yield url

@@ -11,7 +11,7 @@ from pipeline.config.instantiate import safe_instantiate
 from pipeline.config.validation import validate
 from pipeline.errors import ConfigError
 
-GROUPS = ("data", "model", "optimizer", "scheduler", "trainer", "tracking")
+GROUPS = ("data", "model", "optimizer", "scheduler", "trainer", "tracking", "compression", "search")
 
 
 def group_options() -> list[str]:

@@ -1,0 +1,52 @@
+"""A sweep registers its best model as `<experiment>-sweep@best`; `mlflow models serve` serves it by that name."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import urllib.request
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+from mlflow import MlflowClient
+
+from conftest import TINY_DATA, TRAIN, cli_env, free_port, serving
+from pipeline.config import REPO_ROOT
+
+SERVE = REPO_ROOT / "scripts" / "serve.sh"
+
+
+@pytest.mark.slow
+def test_the_best_model_of_a_sweep_is_registered_and_served_by_alias(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    done = subprocess.run(
+        [*TRAIN, "-m", "model=mlp", "optimizer.lr=0.001,0.01", *TINY_DATA, "trainer.max_epochs=2", "compression=none",
+         f"paths.output_root={out}"],
+        cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    uri = f"sqlite:///{out / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    (parent,) = client.search_runs([client.get_experiment_by_name("digits").experiment_id], "tags.`sweep.role` = 'parent'")
+    assert parent.data.tags["sweep.best_model"] == "models:/digits-sweep@best"
+    version = client.get_model_version_by_alias("digits-sweep", "best")
+    assert version.run_id == parent.data.tags["sweep.best_run_id"]
+
+    mlflow.set_tracking_uri(uri)
+    images = np.random.default_rng(0).random((4, 1, 28, 28), dtype=np.float32)
+    expected = mlflow.pyfunc.load_model("models:/digits-sweep@best").predict(images)
+
+    port = free_port()
+    env = {**cli_env(), "MLFLOW_TRACKING_URI": uri, "PORT": str(port)}
+    with serving(["bash", str(SERVE), "models:/digits-sweep@best"], f"http://127.0.0.1:{port}/ping", tmp_path / "serve.log", env=env):
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/invocations",
+            data=json.dumps({"inputs": images.tolist()}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=60) as response:
+            served = np.array(json.loads(response.read())["predictions"])
+    assert served.shape == (4, 10)
+    np.testing.assert_allclose(served, expected, rtol=1e-4, atol=1e-5)
