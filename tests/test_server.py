@@ -1,0 +1,59 @@
+"""scripts/server.sh: PostgreSQL plus `mlflow server`; a run and a parallel Optuna sweep land there over HTTP."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow import MlflowClient
+
+from conftest import TINY_DATA, TRAIN, cli_env, free_port
+from pipeline.config import REPO_ROOT
+
+SERVER = ["bash", str(REPO_ROOT / "scripts" / "server.sh")]
+
+
+@pytest.fixture
+def team_server(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """The environment a team member's shell has once scripts/server.sh started: server URL, study database."""
+    env = {**cli_env(), "SERVER_DIR": str(tmp_path / "server"), "PG_PORT": str(free_port()), "MLFLOW_PORT": str(free_port())}
+    try:
+        started = subprocess.run([*SERVER, "start"], env=env, capture_output=True, text=True, timeout=600)
+        assert started.returncode == 0, started.stdout + started.stderr
+        password = (tmp_path / "server" / "db-password").read_text()
+        yield {
+            **env,
+            "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{env['MLFLOW_PORT']}",
+            "PIPELINE_OPTUNA_STORAGE": f"postgresql://postgres:{password}@127.0.0.1:{env['PG_PORT']}/optuna",
+        }
+    finally:
+        subprocess.run([*SERVER, "purge"], env=env, capture_output=True, timeout=120)
+
+
+@pytest.mark.slow
+def test_a_run_and_a_parallel_sweep_land_in_the_team_server(tmp_path: Path, team_server: dict[str, str]) -> None:
+    common = ["tracking=server", *TINY_DATA, "trainer.max_epochs=2", "compression=none", f"paths.output_root={tmp_path / 'out'}"]
+    run = subprocess.run([*TRAIN, *common], env=team_server, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    sweep = subprocess.run(
+        [*TRAIN, "-m", "hydra/sweeper=optuna_server", "hydra/launcher=parallel", "hydra.sweeper.n_trials=2",
+         "optimizer.lr=interval(1e-3, 1e-2)", "model=mlp", *common],
+        env=team_server, capture_output=True, text=True, timeout=600, cwd=tmp_path,
+    )  # fmt: skip
+    assert sweep.returncode == 0, sweep.stderr[-3000:]
+
+    client = MlflowClient(team_server["MLFLOW_TRACKING_URI"])
+    runs = client.search_runs([client.get_experiment_by_name("digits").experiment_id])
+    assert len(runs) == 4 and all(r.info.status == "FINISHED" for r in runs)  # the run, the parent, two trials
+    (parent,) = [r for r in runs if r.data.tags.get("sweep.role") == "parent"]
+    trials = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert len(trials) == 2 and all("test/acc" in r.data.metrics for r in trials)
+    (single,) = [r for r in runs if r not in trials and r is not parent]
+    assert {a.path for a in client.list_artifacts(single.info.run_id, "figures")} >= {"figures/learning_curves.png"}
+    study_name = parent.data.tags["sweep.study"]
+    study = optuna.load_study(study_name=study_name, storage=team_server["PIPELINE_OPTUNA_STORAGE"])
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
+    assert not (tmp_path / "out" / "mlflow.db").exists() and not (tmp_path / "out" / "optuna.db").exists()
