@@ -235,7 +235,8 @@ def _hydra_entry(cfg: DictConfig) -> float:
     try:
         hydra_config = HydraConfig.get()
         overrides = list(hydra_config.overrides.task)
-        tags = {f"choice.{group}": str(option) for group, option in hydra_config.runtime.choices.items() if not group.startswith("hydra")}
+        choices = hydra_config.runtime.choices.items()
+        tags = {f"choice.{group}": str(option) for group, option in choices if option is not None and not group.startswith("hydra")}
         callbacks = []
         from pipeline.search.trial import ReportToOptuna, current_trial
 

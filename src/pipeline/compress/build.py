@@ -15,6 +15,7 @@ from pipeline.compress.measure import Measurement, cpu_int8_features, measure
 from pipeline.compress.prune import prune_global
 from pipeline.compress.variants import Variant, VariantSkipped, fp32, half, int8_dynamic, int8_static
 from pipeline.data.splits import ImageSplits
+from pipeline.progress import progress
 
 VARIANT_KINDS = ("fp16", "bf16", "pruned", "int8_static", "int8_dynamic", "pruned_int8", "onnx", "onnx_int8")
 
@@ -69,7 +70,7 @@ def build_variants(model: nn.Module, splits: ImageSplits, settings: Settings, wo
         except VariantSkipped as reason:
             skipped[name] = str(reason)
 
-    for kind in settings.variants:
+    for kind in progress(settings.variants, "compress: build"):
         if kind == "fp16":
             attempt(kind, lambda: half(model, torch.float16, workdir, example))
         elif kind == "bf16":

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from pipeline.compress.variants import Predict, Variant
 from pipeline.data.splits import Split
+from pipeline.progress import progress
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,7 @@ def latencies(variants: list[Variant], batch: torch.Tensor, repeats: int) -> dic
 def measure(variants: list[Variant], test: Split, repeats: int, batch_size: int = 256) -> list[Measurement]:
     timing = latencies(variants, test.images[:batch_size].clone(), repeats)
     results = []
-    for variant in variants:
+    for variant in progress(variants, "compress: evaluate", lambda variant: variant.name):
         accuracy, loss = evaluate(variant.predict, test)
         size, compressed = sizes(variant.artifact)
         results.append(Measurement(variant.name, variant.kind, accuracy, loss, size, compressed, *timing[variant.name]))

@@ -8,6 +8,7 @@ into DynamicQuantizeLSTM (the dynamo exporter's weights are computed, so they st
 from __future__ import annotations
 
 import contextlib
+import logging
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
@@ -20,6 +21,8 @@ from pipeline.compress.variants import Variant, VariantSkipped, has_convolutions
 from pipeline.errors import first_line
 
 INPUT, OUTPUT = "images", "logits"
+# the quantizer announces each shape-inference pass at INFO
+logging.getLogger("onnxruntime.quantization.shape_inference").setLevel(logging.WARNING)
 
 
 def export(model: nn.Module, example: torch.Tensor, path: Path) -> Path:

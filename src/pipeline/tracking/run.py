@@ -7,6 +7,7 @@ KILLED (SIGINT / SIGTERM); it is never left RUNNING.
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -56,13 +57,25 @@ def pip_requirements() -> list[str]:
 
 @contextmanager
 def quiet_export_warnings() -> Iterator[None]:
-    """Silence torch.export's notes that say nothing about the logged model's correctness."""
+    """Silence notes of torch.export and MLflow's model writers that say nothing about the logged model."""
+    chatty = [logging.getLogger(name) for name in ("mlflow.pyfunc", "mlflow.pytorch")]
+    levels = [logger.level for logger in chatty]
     with warnings.catch_warnings():
         # nn.LSTM re-assigns its flat weights during export: harmless for inference
         warnings.filterwarnings("ignore", message=r"The tensor attributes .* were assigned during export")
         # channels_last weights are saved whole; the archive notes it did not find a shared storage
         warnings.filterwarnings("ignore", message=r"No complete tensor found in the group")
-        yield
+        # torch's own pickling of quantized modules (the pickled int8 variants) uses the old storage API
+        warnings.filterwarnings("ignore", message=r"TypedStorage is deprecated")
+        # MLflow warns about pickled models (dynamic int8 cannot be exported, FIELD_NOTES; the static int8
+        # pyfunc is a small class loading weights_only state) and logs each signature check at INFO
+        for logger in chatty:
+            logger.setLevel(logging.ERROR)
+        try:
+            yield
+        finally:
+            for logger, level in zip(chatty, levels):
+                logger.setLevel(level)
 
 
 class TrackedRun:

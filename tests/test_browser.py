@@ -1,0 +1,120 @@
+"""The MLflow UI, opened with scripts/ui.sh on a store we wrote, in headless Chromium (Debian's chromium-driver).
+
+A short run and a two-trial sweep are trained into a temp store; the test checks that the runs page lists
+them (the trials nested under their sweep), that a run's page shows its test metric, and that the
+logged figures render as images. Screenshots go to the test's folder (and to $PIPELINE_SCREENSHOTS if set).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support.ui import WebDriverWait
+
+from conftest import TRAIN, cli_env, free_port, serving
+from pipeline.config import REPO_ROOT
+
+# Chromium without its background connections: this machine's network refuses them (FIELD_NOTES)
+CHROMIUM_FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--disable-dev-shm-usage", "--window-size=1500,950"]  # fmt: skip
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[WebDriver]:
+    options = webdriver.ChromeOptions()
+    for flag in [*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'chromium-profile'}"]:
+        options.add_argument(flag)
+    options.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
+    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver") or "/usr/bin/chromedriver"), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def wait_for_text(driver: WebDriver, *texts: str, timeout: float = 60) -> str:
+    """The page's text once every one of ``texts`` is on it."""
+    WebDriverWait(driver, timeout).until(lambda d: all(text in d.find_element(By.TAG_NAME, "body").text for text in texts))
+    return driver.find_element(By.TAG_NAME, "body").text
+
+
+def screenshot(driver: WebDriver, folder: Path, name: str) -> Path:
+    path = folder / name
+    driver.save_screenshot(str(path))
+    if copies := os.environ.get("PIPELINE_SCREENSHOTS"):
+        Path(copies).mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, Path(copies) / name)
+    return path
+
+
+def figure_images(driver: WebDriver) -> set[str]:
+    """Sources of the images on the page that are at least 600 pixels wide."""
+    return {i.get_attribute("src") for i in driver.find_elements(By.TAG_NAME, "img") if int(i.get_attribute("naturalWidth") or 0) >= 600}
+
+
+def close_assistant_panel(driver: WebDriver) -> None:
+    """MLflow 3.17 opens an 'Assistant' side panel by default; it hides half the page in a screenshot."""
+    for button in driver.find_elements(By.CSS_SELECTOR, "button[aria-label='Close']"):
+        if button.is_displayed():
+            button.click()
+
+
+@pytest.mark.slow
+def test_the_ui_shows_our_runs_metrics_and_figures(tmp_path: Path, browser: WebDriver) -> None:
+    out = tmp_path / "out"
+    # the embedded digits (not the synthetic set), so the screenshots show real figures
+    common = ["trainer.max_epochs=2", "compression=none", "tracking.log_model=false", f"paths.output_root={out}"]
+    for command in ([*TRAIN, "run_name=browser-check", *common], [*TRAIN, "-m", "model=cnn,mlp", *common]):
+        done = subprocess.run(command, cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+    store = f"sqlite:///{out / 'mlflow.db'}"
+    client = MlflowClient(store)
+    experiment = client.get_experiment_by_name("digits").experiment_id
+    runs = client.search_runs([experiment])
+    (single,) = [run for run in runs if run.info.run_name == "browser-check"]
+    (parent,) = [run for run in runs if run.data.tags.get("sweep.role") == "parent"]
+    trials = [run for run in runs if run.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    ui = ["bash", str(REPO_ROOT / "scripts" / "ui.sh"), store]
+    with serving(ui, f"{url}/health", tmp_path / "ui.log", env={**cli_env(), "PORT": str(port)}):
+        browser.get(f"{url}/#/experiments/{experiment}/runs")
+        wait_for_text(browser, "browser-check", parent.info.run_name)
+        assert browser.title == f"Runs - Experiment {experiment} - MLflow"
+        close_assistant_panel(browser)
+        parent_row = browser.find_element(By.XPATH, f"//div[@role='row'][.//*[text()='{parent.info.run_name}']]")
+        parent_row.find_element(By.CSS_SELECTOR, "button").click()  # unfold the sweep: its trials are nested under it
+        wait_for_text(browser, *(trial.info.run_name for trial in trials))
+        screenshot(browser, tmp_path, "runs.png")
+
+        browser.get(f"{url}/#/experiments/{experiment}/runs/{single.info.run_id}")
+        test_acc = single.data.metrics["test/acc"]
+        text = wait_for_text(browser, "browser-check", "Metrics", "test/acc")
+        assert browser.title == f"Run {single.info.run_id} - MLflow"
+        assert f"test/acc\n{test_acc:g}" in text or f"test/acc\n{test_acc!r}" in text
+        close_assistant_panel(browser)
+        screenshot(browser, tmp_path, "run.png")
+
+        browser.get(f"{url}/#/experiments/{experiment}/runs/{single.info.run_id}/artifacts/figures/learning_curves.png")
+        shown: set[str] = set()
+        for figure in ("learning_curves", "confusion_matrix", "misclassified"):
+            wait_for_text(browser, f"{figure}.png")
+            browser.find_element(By.XPATH, f"//*[text()='{figure}.png']").click()  # in the artifact tree
+            wait_for_text(browser, f"figures/{figure}.png")
+            # a new image decoded at the figure's logged size (the page's icons are far smaller)
+            new_figure = WebDriverWait(browser, 60).until(lambda d: figure_images(d) - shown)
+            shown |= new_figure
+            close_assistant_panel(browser)
+            screenshot(browser, tmp_path, f"figure-{figure}.png")
