@@ -29,5 +29,6 @@ def test_a_terminal_gets_a_bar_and_no_lines(monkeypatch: pytest.MonkeyPatch, cap
     monkeypatch.setattr(sys, "stderr", terminal)
     with caplog.at_level(logging.INFO, logger="pipeline"):
         assert list(progress(["fp32", "int8"], "compress: build")) == ["fp32", "int8"]
-    assert "compress: build" in terminal.getvalue() and "2/2" in terminal.getvalue()
+    shown = terminal.getvalue()
+    assert "compress: build" in shown and "/2 [" in shown and "int8" in shown  # label, count and step name
     assert caplog.records == []
