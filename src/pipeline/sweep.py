@@ -40,7 +40,7 @@ def _end_stranded_parent(uri: str, run_id: str) -> None:
         end_parent(uri, run_id, "KILLED")
 
 
-OPTUNA_SWEEPER = "hydra_plugins.pipeline_optuna_sweeper.optuna_sweeper.OptunaSweeper"
+OPTUNA_SWEEPER = "hydra_plugins.pipeline_sweeps.optuna_sweeper.OptunaSweeper"
 
 
 def optuna_study(config: DictConfig) -> str | None:

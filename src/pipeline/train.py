@@ -238,9 +238,11 @@ def _hydra_entry(cfg: DictConfig) -> float:
         choices = hydra_config.runtime.choices.items()
         tags = {f"choice.{group}": str(option) for group, option in choices if option is not None and not group.startswith("hydra")}
         callbacks = []
-        from pipeline.search.trial import ReportToOptuna, current_trial
+        from pipeline.search.trial import current_trial
 
         if (trial := current_trial(hydra_config.sweeper)) is not None:  # a job of an Optuna sweep
+            from pipeline.search.pruning import ReportToOptuna
+
             tags.update(trial.tags)
             callbacks.append(ReportToOptuna(trial, cfg.sweep.objective, cfg.sweep.direction))
         if cfg.resume is not None:

@@ -1,1 +1,0 @@
-"""The project's Optuna sweeper. Hydra loads sweepers only from the `hydra_plugins` namespace."""
