@@ -179,3 +179,18 @@ def test_a_sweep_of_two_device_ddp_trials(tmp_path: Path) -> None:
         assert run.info.status == "FINISHED" and run.data.metrics["test/samples"] == 64
         assert run.data.params["trainer.devices"] == "2"
         assert len(study.trials[int(run.data.tags["optuna.trial"])].intermediate_values) == 2
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [(["model=cnn"], "error: hydra.sweeper.params: nothing to search"),
+     (["model=cnn,mlp", "hydra.sweeper.storage=nosuchdb://x"], "error: hydra.sweeper.storage=nosuchdb://x: "),
+     (["model=cnn,mlp", "hydra.sweeper.direction=minimize"], "error: hydra.sweeper.direction=minimize: set sweep.direction")],
+)  # fmt: skip
+def test_bad_search_input_is_one_line_and_a_failed_parent(tmp_path: Path, overrides: list[str], expected: str) -> None:
+    out = tmp_path / "out"
+    done = _sweep(["hydra/sweeper=optuna", *overrides, *TRIAL, f"paths.output_root={out}"], tmp_path)
+    assert done.returncode == 2 and done.stderr.startswith(expected) and done.stderr.count("\n") == 1, done.stderr[-2000:]
+    _, (parent,), children = _store(out)
+    assert parent.info.status == "FAILED" and parent.data.tags["failure_reason"] == done.stderr[len("error: "):].strip()
+    assert children == []

@@ -37,7 +37,16 @@ def _end_stranded_parent(uri: str, run_id: str) -> None:
     if os.environ.get(PARENT_RUN_ENV) == run_id:
         from pipeline.tracking.sweep import end_parent
 
-        end_parent(uri, run_id, "KILLED")
+        end_parent(uri, run_id, "KILLED", "the sweep stopped before its last trial (interrupted, or the error it printed)")
+
+
+def abandon_parent(uri: str, status: str, reason: str) -> None:
+    """End the sweep's parent run before its last trial, with the reason (the at-exit net then leaves it alone)."""
+    run_id = os.environ.pop(PARENT_RUN_ENV, None)
+    if run_id:
+        from pipeline.tracking.sweep import end_parent
+
+        end_parent(uri, run_id, status, reason)
 
 
 OPTUNA_SWEEPER = "hydra_plugins.pipeline_sweeps.optuna_sweeper.OptunaSweeper"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -23,7 +24,7 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline.errors import ConfigError, first_line
+from pipeline.errors import ConfigError, PipelineError, first_line
 from pipeline.search.trial import PRUNED_AT, STUDY_ENV, TRIAL_ID_ENV, TRIAL_NUMBER_ENV
 
 log = logging.getLogger("pipeline")
@@ -50,6 +51,7 @@ class OptunaSweeper(Sweeper):
         self.n_trials, self.n_jobs, self.direction = n_trials, n_jobs, direction
         self.storage, self.study_name = storage, study_name
         self.sampler = OmegaConf.to_container(sampler, resolve=True) if sampler else None
+        # `pruner` is read by each trial from its own copy of this config (pipeline.search.trial)
         self.heartbeat_interval, self.max_retry = heartbeat_interval, max_retry
         self.params = {str(key): str(value) for key, value in (params or {}).items()}
         self.config: Optional[DictConfig] = None
@@ -65,16 +67,29 @@ class OptunaSweeper(Sweeper):
     def _check(self) -> None:
         if self.n_trials < 1 or self.n_jobs < 1 or self.heartbeat_interval < 1:
             raise ConfigError("hydra.sweeper: n_trials, n_jobs and heartbeat_interval must be >= 1")
-        if self.direction not in ("maximize", "minimize"):
-            raise ConfigError(f"hydra.sweeper.direction={self.direction}: must be maximize or minimize")
+        if self.direction != self.config.sweep.direction:  # the parent run ranks trials by sweep.direction
+            raise ConfigError(f"hydra.sweeper.direction={self.direction}: set sweep.direction instead (it is {self.config.sweep.direction})")
         if not self.storage:
             raise ConfigError("hydra.sweeper.storage: a database URL is needed (sqlite:///path or postgresql://...)")
 
     def sweep(self, arguments: list[str]) -> Any:
+        """Run the search; bad input ends it with one line, and its parent run FAILED with the reason."""
+        from pipeline.sweep import abandon_parent
+        from pipeline.tracking.store import resolve_tracking_uri
+
+        assert self.config is not None
+        uri = resolve_tracking_uri(self.config.tracking.uri, Path(self.config.paths.output_root))
+        try:
+            return self._search(arguments, uri)
+        except PipelineError as err:
+            print(f"error: {err}", file=sys.stderr)
+            abandon_parent(uri, "FAILED", str(err))
+            raise SystemExit(2) from None
+
+    def _search(self, arguments: list[str], uri: str) -> list[JobReturn]:
         from pipeline.search.space import search_space
         from pipeline.search.study import Heartbeats, open_study, study_name, trials_done
         from pipeline.sweep import parent_run_id
-        from pipeline.tracking.store import resolve_tracking_uri
 
         assert self.config is not None
         self._check()
@@ -85,7 +100,6 @@ class OptunaSweeper(Sweeper):
         name = study_name(self.study_name, self.params, arguments, self.config.sweep.objective, self.direction)
         study = open_study(self.storage, name, self.direction, self.sampler, self.heartbeat_interval, self.max_retry)
         study.set_user_attr("objective", self.config.sweep.objective)
-        uri = resolve_tracking_uri(self.config.tracking.uri, Path(self.config.paths.output_root))
         log.info("optuna study %s: %d of %d trials done", name, trials_done(study), self.n_trials)
         Path(self.config.hydra.sweep.dir).mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, Path(self.config.hydra.sweep.dir) / "multirun.yaml")

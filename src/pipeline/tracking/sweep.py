@@ -74,8 +74,11 @@ def log_parent_figures(uri: str, parent_id: str, figures: dict[str, Any]) -> Non
         plt.close(figure)
 
 
-def end_parent(uri: str, run_id: str, status: str) -> None:
-    MlflowClient(tracking_uri=uri).set_terminated(run_id, status)
+def end_parent(uri: str, run_id: str, status: str, reason: str | None = None) -> None:
+    client = MlflowClient(tracking_uri=uri)
+    if reason:
+        client.set_tag(run_id, "failure_reason", reason[:5000])
+    client.set_terminated(run_id, status)
 
 
 def _as_number(value: str) -> float | str:
