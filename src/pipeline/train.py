@@ -29,6 +29,7 @@ from pipeline.config.validation import stored_config, validate
 from pipeline.distributed import launched_rank
 from pipeline.errors import CheckpointError, ConfigError, PipelineError, RunInterrupted
 from pipeline.interrupts import received_signal
+from pipeline.search.trial import current_trial
 from pipeline.sweep import parent_run_id
 
 log = logging.getLogger("pipeline")
@@ -105,6 +106,18 @@ def build_trainer(cfg: DictConfig, logger: Any, output_root: Path, run_id: str, 
     return trainer, checkpoint
 
 
+def leave_process_group() -> None:
+    """End this process's part in the DDP process group once the last collective call is done.
+
+    A rank that exits with gloo's process group still alive can abort in C++ ("terminate called
+    without an active exception"); Lightning's launcher then SIGKILLs the other ranks.
+    """
+    import torch.distributed
+
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
 def log_figures(run: Any, histories: dict[str, list[tuple[int, float]]], model: Any, splits: Any) -> None:
     """Learning curves, confusion matrix and misclassified test images of the tested model."""
     from pipeline import figures
@@ -167,6 +180,7 @@ def train(
         trainer, _ = build_trainer(cfg, False, output_root, "not-rank-zero", callbacks or [])
         trainer.fit(task, datamodule=datamodule, ckpt_path=resume_checkpoint, weights_only=True)
         trainer.test(task, datamodule=datamodule, ckpt_path="best", verbose=False, weights_only=True)
+        leave_process_group()
         return None
 
     uri = resolve_tracking_uri(cfg.tracking.uri, output_root)
@@ -188,6 +202,7 @@ def train(
         with deferred():  # a stop signal ends the loop at the next batch, never inside a store write
             trainer.fit(task, datamodule=datamodule, ckpt_path=resume_checkpoint, weights_only=True)
             test_metrics = trainer.test(task, datamodule=datamodule, ckpt_path="best", verbose=False, weights_only=True)[0]
+        leave_process_group()  # the other ranks are done; what follows is rank 0's alone
         histories = run.metric_histories(["train/loss", "train/acc", "val/loss", "val/acc"])
         # the checkpoint's monitor; read from the store because ddp_spawn leaves the score in its workers
         run.log_metrics({"best/val_acc": max(value for _, value in histories["val/acc"])}, step=trainer.global_step)
@@ -238,8 +253,6 @@ def _hydra_entry(cfg: DictConfig) -> float:
         choices = hydra_config.runtime.choices.items()
         tags = {f"choice.{group}": str(option) for group, option in choices if option is not None and not group.startswith("hydra")}
         callbacks = []
-        from pipeline.search.trial import current_trial
-
         if (trial := current_trial(hydra_config.sweeper)) is not None:  # a job of an Optuna sweep
             from pipeline.search.pruning import ReportToOptuna
 

@@ -17,7 +17,8 @@ def study_figures(study: Any) -> dict[str, Any]:
     from optuna.visualization import matplotlib as plots
 
     figures: dict[str, Any] = {}
-    with warnings.catch_warnings():
+    # optuna switches matplotlib to its ggplot style: keep that inside its own figures
+    with warnings.catch_warnings(), matplotlib.rc_context():
         warnings.simplefilter("ignore")  # optuna marks its matplotlib plots experimental
         history = plots.plot_optimization_history(study, target_name=study.user_attrs.get("objective", "objective"))
         figures["sweep/optimization_history.png"] = _sized(history.figure)
