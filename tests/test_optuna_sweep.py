@@ -185,7 +185,8 @@ def test_a_sweep_of_two_device_ddp_trials(tmp_path: Path) -> None:
     ("overrides", "expected"),
     [(["model=cnn"], "error: hydra.sweeper.params: nothing to search"),
      (["model=cnn,mlp", "hydra.sweeper.storage=nosuchdb://x"], "error: hydra.sweeper.storage=nosuchdb://x: "),
-     (["model=cnn,mlp", "hydra.sweeper.direction=minimize"], "error: hydra.sweeper.direction=minimize: set sweep.direction")],
+     (["model=cnn,mlp", "hydra.sweeper.direction=minimize"], "error: hydra.sweeper.direction=minimize: set sweep.direction"),
+     (["model=cnn,mlp", "+hydra.sweeper.sampler.sed=1"], "error: hydra.sweeper.sampler: TPESampler.__init__() got an unexpected")],
 )  # fmt: skip
 def test_bad_search_input_is_one_line_and_a_failed_parent(tmp_path: Path, overrides: list[str], expected: str) -> None:
     out = tmp_path / "out"

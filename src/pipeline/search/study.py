@@ -20,11 +20,12 @@ import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
 from optuna.trial import FrozenTrial, TrialState
 
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, first_line
 
 # heartbeats and their retry callback are marked experimental, and meant for Study.optimize: we use them with ask/tell
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
+optuna.logging.set_verbosity(optuna.logging.WARNING)  # the sweeper logs the study's progress itself
 
 ALLOWED_TARGETS = {"sampler": "optuna.samplers.", "pruner": "optuna.pruners."}
 
@@ -46,7 +47,10 @@ def instantiate_optuna(node: Mapping[str, Any] | None, kind: str, **overrides: A
     target = str(node.get("_target_", ""))
     if not target.startswith(ALLOWED_TARGETS[kind]):
         raise ConfigError(f"hydra.sweeper.{kind}._target_={target}: must be a class of {ALLOWED_TARGETS[kind][:-1]}")
-    return instantiate(dict(node), **overrides)
+    try:
+        return instantiate(dict(node), **overrides)
+    except Exception as err:  # a misspelled class or argument: Hydra wraps the cause
+        raise ConfigError(f"hydra.sweeper.{kind}: {first_line(str(err.__cause__ or err))}") from None
 
 
 def _storage(url: str, heartbeat_interval: int, max_retry: int) -> RDBStorage:
@@ -77,6 +81,7 @@ def open_study(
 ) -> optuna.Study:
     """Create or load the study. A seeded sampler is seeded with seed + trials so far: a resumed
     study must not re-propose the start-up points it has already tried (FIELD_NOTES)."""
+    instantiate_optuna(sampler, "sampler")  # a bad sampler is reported before any study is written
     storage = _storage(url, heartbeat_interval, max_retry)
     study = optuna.create_study(storage=storage, study_name=name, direction=direction, load_if_exists=True)
     if study.direction.name.lower() != direction:
