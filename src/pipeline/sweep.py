@@ -35,9 +35,7 @@ def swept_keys(sweep_overrides: list[str]) -> list[str]:
 def _end_stranded_parent(uri: str, run_id: str) -> None:
     """At exit, a parent that `on_multirun_end` never closed (Ctrl-C, a crashed trial) is marked KILLED."""
     if os.environ.get(PARENT_RUN_ENV) == run_id:
-        from pipeline.tracking.sweep import end_parent
-
-        end_parent(uri, run_id, "KILLED", "the sweep stopped before its last trial (interrupted, or the error it printed)")
+        abandon_parent(uri, "KILLED", "the sweep stopped before its last trial (interrupted, or the error it printed)")
 
 
 def abandon_parent(uri: str, status: str, reason: str) -> None:
@@ -75,8 +73,8 @@ class SweepParentRun(Callback):
         from pipeline.tracking.sweep import open_parent
 
         # HydraConfig is not set yet at this point
-        uri = resolve_tracking_uri(config.tracking.uri, Path(config.paths.output_root))
         output_root = Path(config.paths.output_root)
+        uri = resolve_tracking_uri(config.tracking.uri, output_root)
         run_id = open_parent(uri, config.tracking.experiment, output_root, searched_overrides(config), config.sweep, optuna_study(config))
         os.environ[PARENT_RUN_ENV] = run_id
         atexit.register(_end_stranded_parent, uri, run_id)

@@ -8,8 +8,6 @@ dynamically quantized modules are pickled; ONNX models use MLflow's onnx flavor.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -22,6 +20,7 @@ from mlflow.models import infer_signature
 from pipeline.compress.build import Report
 from pipeline.compress.variants import Variant
 from pipeline.tracking.run import pip_requirements, quiet_export_warnings
+from pipeline.tracking.store import register_model
 
 
 class QuantizedClassifier(mlflow.pyfunc.PythonModel):
@@ -181,6 +180,5 @@ def log_report(
             uris[name] = log_variant_model(variant, example, config_yaml, num_classes)
     if registered_model:
         for name, uri in uris.items():
-            with contextlib.redirect_stderr(io.StringIO()):  # MLflow prints two lines per version
-                mlflow.register_model(uri, registered_model, tags={"variant": name})
+            register_model(uri, registered_model, {"variant": name})
     return uris

@@ -1,11 +1,14 @@
-"""Resolve where runs go, and create the store and experiment once, before anything logs."""
+"""Resolve where runs go, create the store and experiment once before anything logs, register models."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
+import mlflow
 from mlflow import MlflowClient
 
 # MLflow announces every schema migration of a new SQLite store at INFO: not news to a user.
@@ -36,3 +39,9 @@ def ensure_experiment(uri: str, name: str, output_root: Path) -> str:
         return experiment.experiment_id
     artifact_location = None if is_server_uri(uri) else (output_root / "artifacts").resolve().as_uri()
     return client.create_experiment(name, artifact_location=artifact_location)
+
+
+def register_model(model_uri: str, name: str, tags: dict[str, str]) -> Any:
+    """A new version of registered model ``name`` (in the current tracking URI); returns the version."""
+    with contextlib.redirect_stderr(io.StringIO()):  # MLflow prints two lines per version
+        return mlflow.register_model(model_uri, name, tags=tags)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import time
 from pathlib import Path
 from typing import Any
@@ -11,7 +9,7 @@ from typing import Any
 import mlflow
 from mlflow import MlflowClient
 
-from pipeline.tracking.store import ensure_experiment
+from pipeline.tracking.store import ensure_experiment, register_model
 
 PARENT_TAG = "mlflow.parentRunId"  # what the MLflow UI nests runs by
 
@@ -53,6 +51,12 @@ def tag_trial_run(uri: str, parent_id: str, number: int, state: str) -> None:
         client.set_tag(run.info.run_id, "optuna.state", state)
 
 
+def _end_run(client: MlflowClient, run_id: str, status: str, reason: str | None = None) -> None:
+    if reason:
+        client.set_tag(run_id, "failure_reason", reason[:5000])
+    client.set_terminated(run_id, status)
+
+
 def fail_lost_trial_runs(uri: str, parent_id: str, numbers: list[int], heartbeat_interval: int) -> None:
     """Runs of trials whose process died (no heartbeat) are FAILED with that reason, not left RUNNING."""
     client = MlflowClient(tracking_uri=uri)
@@ -61,24 +65,23 @@ def fail_lost_trial_runs(uri: str, parent_id: str, numbers: list[int], heartbeat
             client.set_tag(run.info.run_id, "optuna.state", "FAIL")
             if run.info.status == "RUNNING":
                 reason = f"the trial's process stopped (no heartbeat for {2 * heartbeat_interval} s); its parameters are tried again"
-                client.set_tag(run.info.run_id, "failure_reason", reason)
-                client.set_terminated(run.info.run_id, "FAILED")
+                _end_run(client, run.info.run_id, "FAILED", reason)
 
 
 def log_parent_figures(uri: str, parent_id: str, figures: dict[str, Any]) -> None:
+    _log_figures(MlflowClient(tracking_uri=uri), parent_id, figures)
+
+
+def _log_figures(client: MlflowClient, run_id: str, figures: dict[str, Any]) -> None:
     import matplotlib.pyplot as plt
 
-    client = MlflowClient(tracking_uri=uri)
     for path, figure in figures.items():
-        client.log_figure(parent_id, figure, path)
+        client.log_figure(run_id, figure, path)
         plt.close(figure)
 
 
 def end_parent(uri: str, run_id: str, status: str, reason: str | None = None) -> None:
-    client = MlflowClient(tracking_uri=uri)
-    if reason:
-        client.set_tag(run_id, "failure_reason", reason[:5000])
-    client.set_terminated(run_id, status)
+    _end_run(MlflowClient(tracking_uri=uri), run_id, status, reason)
 
 
 def _as_number(value: str) -> float | str:
@@ -100,8 +103,7 @@ def _register_best_model(uri: str, client: MlflowClient, experiment_id: str, bes
         return None
     name = f"{client.get_experiment(experiment_id).name}-sweep"
     mlflow.set_tracking_uri(uri)
-    with contextlib.redirect_stderr(io.StringIO()):  # MLflow prints two lines per version
-        version = mlflow.register_model(f"models:/{models[0].model_id}", name, tags={"sweep.parent_run_id": parent_id})
+    version = register_model(f"models:/{models[0].model_id}", name, {"sweep.parent_run_id": parent_id})
     client.set_registered_model_alias(name, "best", version.version)
     return f"models:/{name}@best"
 
@@ -134,10 +136,6 @@ def close_parent(uri: str, run_id: str, swept: list[str], sweep: Any) -> str:
         for key in swept
     }
     if points:
-        import matplotlib.pyplot as plt
-
-        figure = objective_by_parameter(points, sweep.objective)
-        client.log_figure(run_id, figure, "sweep/objective_by_parameter.png")
-        plt.close(figure)
+        _log_figures(client, run_id, {"sweep/objective_by_parameter.png": objective_by_parameter(points, sweep.objective)})
     client.set_terminated(run_id, "FINISHED")
     return f"{len(children)} trials, best {best.info.run_id} with {sweep.objective}={value:.4f}"
