@@ -109,21 +109,6 @@ class OptunaSweeper(Sweeper):
         self._report(study, uri, search.parent)
         return returns
 
-    def _tell(self, study: Any, trial: Any, result: JobReturn) -> str:
-        from optuna.trial import TrialState
-
-        value = result._return_value if result.status == JobStatus.COMPLETED else None
-        if result.status != JobStatus.COMPLETED:
-            log.error("trial %d failed: %s", trial.number, result._return_value)
-        if PRUNED_AT in study._storage.get_trial(trial._trial_id).user_attrs:
-            study.tell(trial, state=TrialState.PRUNED)
-            return "PRUNED"
-        if not isinstance(value, (int, float)) or not math.isfinite(value):
-            study.tell(trial, state=TrialState.FAIL)
-            return "FAIL"
-        study.tell(trial, float(value))
-        return "COMPLETE"
-
     def _report(self, study: Any, uri: str, parent: Optional[str]) -> None:
         from optuna.trial import TrialState
 
@@ -223,9 +208,25 @@ class _Search:
     def _tell(self, trial: Any, result: JobReturn) -> None:
         from pipeline.tracking.sweep import tag_trial_run
 
-        state = self.sweeper._tell(self.study, trial, result)
+        state = self._told_state(trial, result)
         self.heartbeats.discard(trial._trial_id)
         del self.open[trial.number]
         self.returns.append(result)
         if self.parent:
             tag_trial_run(self.uri, self.parent, trial.number, state)
+
+    def _told_state(self, trial: Any, result: JobReturn) -> str:
+        """Tell Optuna how the trial ended (pruned, failed, or its objective); return that state's name."""
+        from optuna.trial import TrialState
+
+        value = result._return_value if result.status == JobStatus.COMPLETED else None
+        if result.status != JobStatus.COMPLETED:
+            log.error("trial %d failed: %s", trial.number, result._return_value)
+        if PRUNED_AT in self.study._storage.get_trial(trial._trial_id).user_attrs:
+            self.study.tell(trial, state=TrialState.PRUNED)
+            return "PRUNED"
+        if not isinstance(value, (int, float)) or not math.isfinite(value):
+            self.study.tell(trial, state=TrialState.FAIL)
+            return "FAIL"
+        self.study.tell(trial, float(value))
+        return "COMPLETE"

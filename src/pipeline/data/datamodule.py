@@ -127,9 +127,12 @@ class ImageDataModule(pl.LightningDataModule):
         """Loaded on first use, so a missing data set fails before a run is opened."""
         return self.load_splits()
 
+    def _rank_and_world_size(self) -> tuple[int, int]:
+        return (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
+
     def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
         """Shuffled or in order; sharded by rank under DDP (the Trainer runs with use_distributed_sampler=False)."""
-        rank, world_size = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
+        rank, world_size = self._rank_and_world_size()
         sampler: Optional[Sampler[int]] = None
         if shuffle:
             sampler = EpochShuffle(len(dataset), self.shuffle_seed, rank, world_size)
@@ -155,7 +158,7 @@ class ImageDataModule(pl.LightningDataModule):
             )
         # data.batch_size is the global batch: under DDP each rank takes its share of it, so a
         # run on N devices takes the same optimizer steps as one on a single device
-        world_size = self.trainer.world_size if self.trainer else 1
+        _, world_size = self._rank_and_world_size()
         return self._loader(InMemoryImages(self.splits.train, augmentation), self.batch_size // world_size, shuffle=True)
 
     def val_dataloader(self) -> DataLoader:

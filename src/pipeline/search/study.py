@@ -92,16 +92,12 @@ def open_study(
     return study
 
 
-def retried(study: optuna.Study) -> set[int]:
-    """Numbers of the failed trials that have been queued again."""
-    return {number for trial in study.trials if (number := RetryHeartbeatStaleTrialCallback.retried_trial_number(trial)) is not None}
-
-
 def trials_done(study: optuna.Study) -> int:
     """Trials that count towards n_trials: completed, pruned, or failed and not being retried."""
-    again = retried(study)
+    trials = study.get_trials(deepcopy=False)
+    again = {RetryHeartbeatStaleTrialCallback.retried_trial_number(trial) for trial in trials}  # failed, queued again
     ended = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-    return sum(1 for trial in study.trials if trial.state in ended and trial.number not in again)
+    return sum(1 for trial in trials if trial.state in ended and trial.number not in again)
 
 
 def trials_running(study: optuna.Study) -> list[FrozenTrial]:
