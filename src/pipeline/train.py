@@ -77,7 +77,7 @@ def build_trainer(cfg: DictConfig, logger: Any, output_root: Path, run_id: str, 
     import pytorch_lightning as pl
     from pytorch_lightning.callbacks import ModelCheckpoint
 
-    from pipeline.callbacks import StopOnSignal
+    from pipeline.callbacks import LeaveProcessGroup, StopOnSignal
 
     strategy = cfg.trainer.strategy
     if strategy == "ddp" and parent_run_id() is not None:
@@ -96,7 +96,7 @@ def build_trainer(cfg: DictConfig, logger: Any, output_root: Path, run_id: str, 
         log_every_n_steps=cfg.trainer.log_every_n_steps,
         gradient_clip_val=cfg.trainer.gradient_clip_val,
         logger=logger,
-        callbacks=[checkpoint, StopOnSignal(), *callbacks],
+        callbacks=[checkpoint, StopOnSignal(), LeaveProcessGroup(), *callbacks],
         default_root_dir=output_root,
         enable_progress_bar=sys.stderr.isatty(),
         enable_model_summary=False,
@@ -104,18 +104,6 @@ def build_trainer(cfg: DictConfig, logger: Any, output_root: Path, run_id: str, 
         use_distributed_sampler=False,  # the DataModule shards by rank itself, without padding
     )
     return trainer, checkpoint
-
-
-def leave_process_group() -> None:
-    """End this process's part in the DDP process group once the last collective call is done.
-
-    A rank that exits with gloo's process group still alive can abort in C++ ("terminate called
-    without an active exception"); Lightning's launcher then SIGKILLs the other ranks.
-    """
-    import torch.distributed
-
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
 
 
 def log_figures(run: Any, histories: dict[str, list[tuple[int, float]]], model: Any, splits: Any) -> None:
@@ -180,7 +168,6 @@ def train(
         trainer, _ = build_trainer(cfg, False, output_root, "not-rank-zero", callbacks or [])
         trainer.fit(task, datamodule=datamodule, ckpt_path=resume_checkpoint, weights_only=True)
         trainer.test(task, datamodule=datamodule, ckpt_path="best", verbose=False, weights_only=True)
-        leave_process_group()
         return None
 
     uri = resolve_tracking_uri(cfg.tracking.uri, output_root)
@@ -202,7 +189,6 @@ def train(
         with deferred():  # a stop signal ends the loop at the next batch, never inside a store write
             trainer.fit(task, datamodule=datamodule, ckpt_path=resume_checkpoint, weights_only=True)
             test_metrics = trainer.test(task, datamodule=datamodule, ckpt_path="best", verbose=False, weights_only=True)[0]
-        leave_process_group()  # the other ranks are done; what follows is rank 0's alone
         histories = run.metric_histories(["train/loss", "train/acc", "val/loss", "val/acc"])
         # the checkpoint's monitor; read from the store because ddp_spawn leaves the score in its workers
         run.log_metrics({"best/val_acc": max(value for _, value in histories["val/acc"])}, step=trainer.global_step)
