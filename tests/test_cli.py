@@ -33,6 +33,7 @@ def runs_in(db: Path) -> list:
         (["optimizer.lrr=1"], "error: optimizer.lrr: Key 'lrr' is not in struct"),
         (["data=mnist", "data.download=false"], "error: data=mnist: MNIST files not found under"),
         (["tracking.uri=foo://nowhere"], "error: tracking.uri=foo://nowhere: "),
+        (["tracking=server", "tracking.uri=http://127.0.0.1:9"], "error: tracking.uri=http://127.0.0.1:9: no MLflow server answers"),
     ],
 )
 def test_bad_input_exits_nonzero_with_one_line_and_no_running_run(

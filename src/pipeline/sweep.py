@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import atexit
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
+
+from pipeline.errors import PipelineError
 
 PARENT_RUN_ENV = "PIPELINE_SWEEP_PARENT_RUN_ID"
 
@@ -75,7 +78,11 @@ class SweepParentRun(Callback):
         # HydraConfig is not set yet at this point
         output_root = Path(config.paths.output_root)
         uri = resolve_tracking_uri(config.tracking.uri, output_root)
-        run_id = open_parent(uri, config.tracking.experiment, output_root, searched_overrides(config), config.sweep, optuna_study(config))
+        try:
+            run_id = open_parent(uri, config.tracking.experiment, output_root, searched_overrides(config), config.sweep, optuna_study(config))
+        except PipelineError as err:  # no store to open the sweep in: one line, before any trial
+            print(f"error: {err}", file=sys.stderr)
+            raise SystemExit(2) from None
         os.environ[PARENT_RUN_ENV] = run_id
         atexit.register(_end_stranded_parent, uri, run_id)
 

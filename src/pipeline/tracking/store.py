@@ -5,11 +5,15 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any, Optional
 
 import mlflow
 from mlflow import MlflowClient
+
+from pipeline.errors import TrackingError
 
 # MLflow announces every schema migration of a new SQLite store at INFO: not news to a user.
 logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
@@ -29,8 +33,22 @@ def is_server_uri(uri: str) -> bool:
     return uri.startswith(("http://", "https://"))
 
 
+def check_server(uri: str) -> None:
+    """A tracking server that does not answer is one line now, not minutes of MLflow's retries."""
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=10):
+            return
+    except urllib.error.HTTPError:
+        return  # it answered (an authenticating proxy, say): MLflow's own calls will tell more
+    except OSError as err:
+        reason = getattr(err, "reason", err)
+        raise TrackingError(f"tracking.uri={uri}: no MLflow server answers ({reason}); start one with scripts/server.sh start") from None
+
+
 def ensure_experiment(uri: str, name: str, output_root: Path) -> str:
     """Experiment id for ``name``, created if missing (with artifacts beside a local store)."""
+    if is_server_uri(uri):
+        check_server(uri)
     if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     client = MlflowClient(tracking_uri=uri)
