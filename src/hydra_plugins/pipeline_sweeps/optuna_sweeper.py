@@ -137,10 +137,12 @@ class _Search:
         self.launcher = sweeper.launcher
         self.open: dict[int, Any] = {}  # trial number -> trial asked and not yet told
         self.returns: list[JobReturn] = []
+        self.waiting_for: list[int] = []  # trials running elsewhere, last reported
 
     def run(self) -> list[JobReturn]:
         from concurrent.futures import FIRST_COMPLETED, wait
 
+        from pipeline.search.optuna_internals import trial_id_of
         from pipeline.search.study import fail_and_retry, trials_done, trials_running
 
         streaming = hasattr(self.launcher, "submit")
@@ -167,13 +169,24 @@ class _Search:
                     continue
                 if left <= 0 and not others:
                     return self.returns
+                self._say_what_it_waits_for(others)
                 time.sleep(self.sweeper.heartbeat_interval)
         finally:
             if self.open and hasattr(self.launcher, "shutdown"):
                 self.launcher.shutdown()
             for trial in list(self.open.values()):  # interrupted (Ctrl-C, SIGTERM, a launcher failure): run again next time
-                self.heartbeats.discard(trial._trial_id)
+                self.heartbeats.discard(trial_id_of(trial))
                 fail_and_retry(self.study, trial)
+
+    def _say_what_it_waits_for(self, others: list[Any]) -> None:
+        """One line each time the set of trials running elsewhere changes: a wait is never silent."""
+        numbers = sorted(trial.number for trial in others)
+        if numbers != self.waiting_for:
+            self.waiting_for = numbers
+            log.info(
+                "waiting for trial(s) %s, running in another process; each is failed and retried if no heartbeat "
+                "arrives for %d s", ", ".join(map(str, numbers)), 2 * self.sweeper.heartbeat_interval,
+            )
 
     def _fail_lost(self) -> None:
         from pipeline.search.study import fail_lost_trials
@@ -187,12 +200,14 @@ class _Search:
         """Ask for ``count`` trials; return those whose overrides compose (the others fail alone, at once)."""
         from optuna.trial import TrialState
 
+        from pipeline.search.optuna_internals import trial_id_of
+
         started = []
         for _ in range(count):
             trial = self.study.ask(self.space.distributions)
             job = [*self.space.overrides(trial.params),
                    f"++hydra.job.env_set.{STUDY_ENV}='{self.name}'",
-                   f"++hydra.job.env_set.{TRIAL_ID_ENV}={trial._trial_id}",
+                   f"++hydra.job.env_set.{TRIAL_ID_ENV}={trial_id_of(trial)}",
                    f"++hydra.job.env_set.{TRIAL_NUMBER_ENV}={trial.number}"]  # fmt: skip
             try:  # a trial whose overrides do not compose (model=nope) fails alone, before anything runs
                 self.sweeper.validate_batch_is_legal([job])
@@ -200,16 +215,17 @@ class _Search:
                 log.error("trial %d: %s", trial.number, first_line(str(err)))
                 self.study.tell(trial, state=TrialState.FAIL)
                 continue
-            self.heartbeats.add(trial._trial_id)
+            self.heartbeats.add(trial_id_of(trial))
             self.open[trial.number] = trial
             started.append((trial, job))
         return started
 
     def _tell(self, trial: Any, result: JobReturn) -> None:
+        from pipeline.search.optuna_internals import trial_id_of
         from pipeline.tracking.sweep import tag_trial_run
 
         state = self._told_state(trial, result)
-        self.heartbeats.discard(trial._trial_id)
+        self.heartbeats.discard(trial_id_of(trial))
         del self.open[trial.number]
         self.returns.append(result)
         if self.parent:
@@ -219,10 +235,12 @@ class _Search:
         """Tell Optuna how the trial ended (pruned, failed, or its objective); return that state's name."""
         from optuna.trial import TrialState
 
+        from pipeline.search.optuna_internals import storage_of, trial_id_of
+
         value = result._return_value if result.status == JobStatus.COMPLETED else None
         if result.status != JobStatus.COMPLETED:
             log.error("trial %d failed: %s", trial.number, result._return_value)
-        if PRUNED_AT in self.study._storage.get_trial(trial._trial_id).user_attrs:
+        if PRUNED_AT in storage_of(self.study).get_trial(trial_id_of(trial)).user_attrs:
             self.study.tell(trial, state=TrialState.PRUNED)
             return "PRUNED"
         if not isinstance(value, (int, float)) or not math.isfinite(value):

@@ -2,9 +2,10 @@
 
 A study lives in a database (SQLite under outputs/ by default, or PostgreSQL for a team) so that
 the same command, run again, continues it. The sweeping process records a heartbeat for each
-trial it has running; a trial whose heartbeat stops (its process was killed) is failed once it
-is `2 x heartbeat_interval` old, and Optuna's RetryHeartbeatStaleTrialCallback queues its parameters
-again. Trials are counted as done when they completed, were pruned or failed for good.
+trial it has running; a trial whose heartbeat stops (its process was killed), or that never
+recorded one (killed right after the ask), is failed once it is `2 x heartbeat_interval` old,
+and Optuna's RetryHeartbeatStaleTrialCallback queues its parameters again. Trials are counted
+as done when they completed, were pruned or failed for good.
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ from collections.abc import Mapping
 from typing import Any
 
 import optuna
-from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
+from optuna.storages import RetryHeartbeatStaleTrialCallback, fail_stale_trials
 from optuna.trial import FrozenTrial, TrialState
 
 from pipeline.errors import ConfigError, first_line
+from pipeline.search.optuna_internals import LostTrialAwareStorage, storage_of, trial_id_of
 
 # heartbeats and their retry callback are marked experimental, and meant for Study.optimize: we use them with ask/tell
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -53,10 +55,10 @@ def instantiate_optuna(node: Mapping[str, Any] | None, kind: str, **overrides: A
         raise ConfigError(f"hydra.sweeper.{kind}: {first_line(str(err.__cause__ or err))}") from None
 
 
-def _storage(url: str, heartbeat_interval: int, max_retry: int) -> RDBStorage:
+def _storage(url: str, heartbeat_interval: int, max_retry: int) -> LostTrialAwareStorage:
     engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}  # wait on a busy file
     try:
-        return RDBStorage(
+        return LostTrialAwareStorage(
             url,
             engine_kwargs=engine_kwargs,
             heartbeat_interval=heartbeat_interval,
@@ -105,7 +107,7 @@ def trials_running(study: optuna.Study) -> list[FrozenTrial]:
 
 
 def fail_lost_trials(study: optuna.Study) -> list[FrozenTrial]:
-    """Fail (and queue again) the running trials whose heartbeat stopped; return them."""
+    """Fail (and queue again) the running trials whose heartbeat stopped or never started; return them."""
     running = {trial.number for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
     fail_stale_trials(study)
     return [trial for trial in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)) if trial.number in running]
@@ -114,21 +116,22 @@ def fail_lost_trials(study: optuna.Study) -> list[FrozenTrial]:
 def fail_and_retry(study: optuna.Study, trial: optuna.Trial) -> None:
     """An interrupted trial: failed now, its parameters queued for the next run of the sweep."""
     study.tell(trial, state=TrialState.FAIL)
-    callback = study._storage.get_heartbeat_stale_trial_callback()  # the RetryHeartbeatStaleTrialCallback above
-    callback(study, study._storage.get_trial(trial._trial_id))
+    storage = storage_of(study)
+    callback = storage.get_heartbeat_stale_trial_callback()  # the RetryHeartbeatStaleTrialCallback above
+    callback(study, storage.get_trial(trial_id_of(trial)))
 
 
 class Heartbeats:
     """A thread that records a heartbeat every `interval` s for each trial this process has running."""
 
     def __init__(self, study: optuna.Study, interval: int) -> None:
-        self._storage, self._interval = study._storage, interval
+        self._storage, self._interval = storage_of(study), interval
         self._trial_ids: set[int] = set()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, name="optuna-heartbeats", daemon=True)
 
     def add(self, trial_id: int) -> None:
-        self._storage.record_heartbeat(trial_id)  # at once: a trial without any heartbeat is never found stale
+        self._storage.record_heartbeat(trial_id)  # at once: the trial is alive from now on
         self._trial_ids.add(trial_id)
 
     def discard(self, trial_id: int) -> None:

@@ -1,0 +1,43 @@
+"""The private Optuna API the sweeper relies on (pipeline.search.optuna_internals): an upgrade that changes it fails here."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from optuna.distributions import FloatDistribution
+from optuna.trial import TrialState
+
+from pipeline.search.optuna_internals import backend_of, storage_of, study_id_of, trial_id_of
+from pipeline.search.study import Heartbeats, fail_lost_trials, open_study, trials_done, trials_running
+
+
+def _study(tmp_path: Path):
+    return open_study(f"sqlite:///{tmp_path / 'optuna.db'}", "s", "maximize", None, heartbeat_interval=1, max_retry=3)
+
+
+def test_a_trial_killed_before_its_first_heartbeat_is_failed_and_retried_after_the_grace_period(tmp_path: Path) -> None:
+    study = _study(tmp_path)
+    asked = study.ask({"x": FloatDistribution(0, 1)})  # then "killed": no heartbeat
+    assert trial_id_of(asked) == storage_of(study).get_trial(trial_id_of(asked))._trial_id
+    assert fail_lost_trials(study) == []  # not yet: it may still be about to record its first heartbeat
+    time.sleep(2.5)  # the grace period: 2 x heartbeat_interval
+
+    resumed = _study(tmp_path)
+    (lost,) = fail_lost_trials(resumed)
+    assert lost.number == asked.number and resumed.trials[asked.number].state == TrialState.FAIL
+    (retry,) = [trial for trial in resumed.trials if trial.system_attrs.get("failed_trial") == asked.number]
+    assert retry.state == TrialState.WAITING and retry.params == asked.params  # queued again with the same point
+    assert trials_done(resumed) == 0 and trials_running(resumed) == []
+
+
+def test_a_trial_with_a_live_heartbeat_is_not_lost_however_old(tmp_path: Path) -> None:
+    study = _study(tmp_path)
+    trial = study.ask()
+    with Heartbeats(study, interval=1) as heartbeats:
+        heartbeats.add(trial_id_of(trial))
+        time.sleep(3)
+        assert fail_lost_trials(_study(tmp_path)) == []
+    assert backend_of(study).trials_without_heartbeat(study_id_of(study)) == []
+    time.sleep(2.5)  # its heartbeat stopped with the process's heartbeat thread
+    assert [t.number for t in fail_lost_trials(_study(tmp_path))] == [trial.number]
