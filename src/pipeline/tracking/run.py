@@ -98,8 +98,8 @@ class TrackedRun:
     def __enter__(self) -> TrackedRun:
         mlflow.set_tracking_uri(self.uri)
         try:
+            self.experiment_id = ensure_experiment(self.uri, self.experiment, self.output_root)  # creates a new store
             self.client = MlflowClient(tracking_uri=self.uri)
-            self.experiment_id = ensure_experiment(self.uri, self.experiment, self.output_root)
             run = mlflow.start_run(
                 run_id=self.run_id or None, experiment_id=self.experiment_id, run_name=self.run_name, tags=self.tags
             )

@@ -10,6 +10,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from pipeline.errors import TrackingError, first_line
+from pipeline.tracking.store import open_store
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ def read_artifact_text(uri: str, run_id: str, path: str) -> str:
 
 def fetch_run(uri: str, run_id: str) -> StoredRun:
     """The run ``run_id`` in the store at ``uri``; TrackingError if it or its config is missing."""
+    open_store(uri)
     client = MlflowClient(tracking_uri=uri)
     try:
         run = client.get_run(run_id)
