@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Re-measure the compressed variants of a stored run and print their table (nothing is logged).
 
-Usage: .venv/bin/python scripts/bench_compress.py RUN_ID [key=value ...] [--tracking-uri URI]
+Usage: .venv/bin/python scripts/bench_compress.py RUN_ID [key=value | group=option ...] (tracking.uri=URI names the store)
 e.g.   .venv/bin/python scripts/bench_compress.py 3f2a... compression.latency_repeats=100 compression.threads=1
 """
 
@@ -13,6 +13,7 @@ from pathlib import Path
 
 from pipeline.compress.build import compress, nondeterministic_kernels_allowed
 from pipeline.compression import load_stored_model, settings_from
+from pipeline.config.compose import with_tracking_uri
 from pipeline.tracking.compression import format_table
 
 
@@ -20,9 +21,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_id")
     parser.add_argument("overrides", nargs="*")
-    parser.add_argument("--tracking-uri")
-    args = parser.parse_args()
-    cfg, model, splits = load_stored_model(args.run_id, args.overrides, args.tracking_uri)
+    parser.add_argument("--tracking-uri", help="the same as the override tracking.uri=URI")
+    args = parser.parse_intermixed_args()
+    cfg, model, splits = load_stored_model(args.run_id, with_tracking_uri(args.overrides, args.tracking_uri))
     settings = settings_from(cfg)
     with tempfile.TemporaryDirectory() as workdir, nondeterministic_kernels_allowed():
         report = compress(model, splits, settings, Path(workdir))

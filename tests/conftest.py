@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -52,16 +53,18 @@ def cli_env() -> dict[str, str]:
 
 
 def start_training(overrides: list[str], cwd: Path) -> tuple[subprocess.Popen, str]:
-    """Start `pipeline-train` in the background; return it and its run id once the run exists.
+    """Start `pipeline-train` in the background; return it and its run id once its log says the run exists.
 
-    The run creates its store itself, so the store is read only after the run says it exists
-    (a fresh SQLite store opened by two processes at once races on its schema).
+    The rest of its log is read (and kept in ``process.log_lines``) by a thread, so a full pipe never blocks it.
     """
     process = subprocess.Popen(
-        [*TRAIN, *overrides], cwd=cwd, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+        [*TRAIN, *overrides], cwd=cwd, env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     )
-    for line in process.stdout:
+    process.log_lines = []  # type: ignore[attr-defined]
+    for line in process.stderr:
+        process.log_lines.append(line)  # type: ignore[attr-defined]
         if " INFO started run " in line:
+            threading.Thread(target=process.log_lines.extend, args=(process.stderr,), daemon=True).start()  # type: ignore[attr-defined]
             return process, line.split(" run ")[1].split()[0]
     process.kill()
     raise RuntimeError(f"pipeline-train exited with {process.wait()} before starting a run")

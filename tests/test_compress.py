@@ -71,7 +71,7 @@ def test_every_variant_is_measured_logged_and_loads_with_its_logged_accuracy(fam
 def test_compress_a_stored_run_without_retraining(tiny: list[str], store: MlflowClient, capsys) -> None:
     result = run_training([*tiny, "compression=none"])
     assert not any(key.startswith("compress/") for key in store.get_run(result.run_id).data.metrics)
-    compress_stored_run(result.run_id, ["compression=quick", "compression.variants=[int8_static,onnx_int8]"], result.tracking_uri)
+    compress_stored_run(result.run_id, ["compression=quick", "compression.variants=[int8_static,onnx_int8]", f"tracking.uri={result.tracking_uri}"])
     run = store.get_run(result.run_id)
     assert run.info.status == "FINISHED"
     assert {key.split("/")[1] for key in run.data.metrics if key.startswith("compress/")} == {"fp32", "int8_static", "onnx_int8"}
@@ -83,7 +83,7 @@ def test_compressing_an_unfinished_run_is_refused(tiny: list[str], store: Mlflow
     result = run_training([*tiny, "compression=none"])
     store.set_terminated(result.run_id, "FAILED")
     with pytest.raises(TrackingError, match="is FAILED: only a FINISHED run can be compressed"):
-        compress_stored_run(result.run_id, [], result.tracking_uri)
+        compress_stored_run(result.run_id, [f"tracking.uri={result.tracking_uri}"])
 
 
 def test_compression_benchmark_prints_the_table_of_a_stored_run(tiny: list[str]) -> None:

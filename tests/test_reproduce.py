@@ -25,7 +25,7 @@ def test_rerun_reports_every_metric_identical(family: str, tiny: list[str], outp
     compression = ["compression=quick", "compression.variants=[pruned,int8_dynamic]"] if family == "cnn" else []
     original = run_training([*tiny, f"model={family}", "tracking.log_model=false", *compression])
     capsys.readouterr()
-    assert rerun(original.run_id, [], store_uri(output_root), allow_code_change=False, tolerance=0.0) == 0
+    assert rerun(original.run_id, [f"paths.output_root={output_root}"], allow_code_change=False, tolerance=0.0) == 0
     report = capsys.readouterr().out
     assert "reproduced: every metric within tolerance 0" in report
     assert "test/acc" in report and "train/loss" in report and "differs" not in report
@@ -40,17 +40,17 @@ def test_rerun_reports_every_metric_identical(family: str, tiny: list[str], outp
 
 def test_rerun_with_a_changed_value_reports_the_difference(tiny: list[str], output_root: Path, capsys) -> None:
     original = run_training([*tiny, "tracking.log_model=false"])
-    assert rerun(original.run_id, ["optimizer.lr=0.01"], store_uri(output_root), False, 0.0) == NOT_REPRODUCED_EXIT
+    assert rerun(original.run_id, ["optimizer.lr=0.01", f"tracking.uri={store_uri(output_root)}"], False, 0.0) == NOT_REPRODUCED_EXIT
     assert "<- differs" in capsys.readouterr().out
 
 
 def test_rerun_after_a_code_change_is_refused_then_allowed(tiny: list[str], output_root: Path, capsys) -> None:
     original = run_training([*tiny, "tracking.log_model=false"])
     MlflowClient(store_uri(output_root)).set_tag(original.run_id, "git.commit", "0" * 40)
-    assert rerun(original.run_id, [], store_uri(output_root), False, 0.0) == CODE_CHANGED_EXIT
+    assert rerun(original.run_id, [f"tracking.uri={store_uri(output_root)}"], False, 0.0) == CODE_CHANGED_EXIT
     error = capsys.readouterr().err
     assert f"commit {'0' * 40} (original) vs" in error and "--allow-code-change" in error
-    assert rerun(original.run_id, [], store_uri(output_root), True, 0.0) == 0
+    assert rerun(original.run_id, [f"tracking.uri={store_uri(output_root)}"], True, 0.0) == 0
     assert "warning: code differs: commit" in capsys.readouterr().out
 
 
@@ -58,7 +58,7 @@ def test_rerun_refuses_different_data(tiny: list[str], output_root: Path) -> Non
     original = run_training([*tiny, "tracking.log_model=false"])
     MlflowClient(store_uri(output_root)).set_tag(original.run_id, "data.digest", "f" * 64)
     with pytest.raises(DataError, match="differs from the stored run's ffffffffffff"):
-        rerun(original.run_id, [], store_uri(output_root), False, 0.0)
+        rerun(original.run_id, [f"tracking.uri={store_uri(output_root)}"], False, 0.0)
 
 
 @pytest.mark.parametrize("target", ["os.system", "torch.load", "torch.hub.load"])
@@ -71,7 +71,7 @@ def test_stored_config_naming_a_foreign_target_is_refused(target: str, tiny: lis
     mlflow.set_tracking_uri(uri)
     MlflowClient(uri).log_text(original.run_id, tampered, "config/config.yaml")
     with pytest.raises(ConfigError, match=rf"model._target_: '{target}' is not allowed here"):
-        rerun(original.run_id, [], uri, False, 0.0)
+        rerun(original.run_id, [f"tracking.uri={uri}"], False, 0.0)
 
 
 def test_data_loader_workers_and_augmentation_stay_deterministic(tiny: list[str]) -> None:

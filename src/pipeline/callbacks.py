@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any
 
 import pytorch_lightning as pl
 import torch.distributed
 
+from pipeline.errors import TrainingDiverged
 from pipeline.interrupts import raise_if_stopped
 
 
@@ -40,3 +42,49 @@ class LeaveProcessGroup(pl.Callback):
         last_stage = stage == "test" or os.getpid() != self.launching_process
         if last_stage and torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
+
+
+class StopOnDivergence(pl.Callback):
+    """End training when the loss is NaN / inf, or over ``factor`` x the first step's: a diverged run is a result, not a secret.
+
+    ``fail`` raises TrainingDiverged (the run ends FAILED with the step, a sweep counts the trial as
+    failed); ``stop`` ends the fit there and leaves the reason in ``diverged``. Under DDP the ranks
+    agree (any rank diverged) so that none waits in a collective call for a rank that stopped.
+    """
+
+    def __init__(self, factor: float | None, action: str) -> None:
+        self.factor, self.action = factor, action
+        self.first_loss: float | None = None
+        self.diverged: str | None = None  # why training stopped early, when action is "stop"
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.first_loss = state_dict.get("first_loss")
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"first_loss": self.first_loss}  # a resumed run compares against the same first step
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, *args: Any) -> None:
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        value = float(loss.detach())
+        if self.first_loss is None:
+            self.first_loss = value
+        reason = self._reason(value, trainer.global_step)
+        # a collective call on every rank at every step, so it comes first
+        if trainer.world_size > 1 and trainer.strategy.reduce_boolean_decision(reason is not None, all=False) and reason is None:
+            reason = f"training diverged on another DDP rank at step {trainer.global_step}"
+        if reason is None:
+            return
+        if self.action == "fail":
+            raise TrainingDiverged(reason)
+        self.diverged = reason
+        trainer.should_stop = True
+
+    def _reason(self, value: float, step: int) -> str | None:
+        if not math.isfinite(value):
+            return f"training diverged: train/loss={value} at step {step}; lower optimizer.lr or set trainer.gradient_clip_val"
+        if self.factor is not None and self.first_loss and value > self.factor * self.first_loss:
+            return (
+                f"training diverged: train/loss={value:.3g} at step {step}, over trainer.divergence_factor={self.factor:g} "
+                f"x the first step's {self.first_loss:.3g}; lower optimizer.lr or set trainer.gradient_clip_val"
+            )
+        return None

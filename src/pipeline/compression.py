@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from pipeline.config.compose import with_tracking_uri
 from pipeline.errors import PipelineError, TrackingError
 
 
@@ -39,8 +40,11 @@ def registered_model_name(cfg: DictConfig) -> str:
     return f"{cfg.tracking.experiment}-{cfg.model._target_.rsplit('.', 1)[-1].lower()}"
 
 
-def compress_and_log(cfg: DictConfig, model: torch.nn.Module, splits: Any, original_uri: str | None) -> Any:
-    """Make, measure and log the variants into the open MLflow run; print the table; return the report."""
+def compress_and_log(cfg: DictConfig, model: torch.nn.Module, splits: Any, original_uri: str | None, ledger: Any = None) -> Any:
+    """Make, measure and log the variants into the open MLflow run; print the table; return the report.
+
+    With a ``ledger`` (a resumed run), what an earlier process already logged is not logged again.
+    """
     from pipeline.compress.build import compress, nondeterministic_kernels_allowed
     from pipeline.tracking.compression import format_table, log_report
 
@@ -53,6 +57,7 @@ def compress_and_log(cfg: DictConfig, model: torch.nn.Module, splits: Any, origi
             len(splits.class_names),
             registered_model_name(cfg) if cfg.compression.register else None,
             original_uri,
+            ledger,
         )
     print(format_table(report))
     return report
@@ -68,15 +73,15 @@ def load_trained_model(cfg: DictConfig, checkpoint: Path, image_shape: tuple[int
     return model.eval()
 
 
-def load_stored_model(run_id: str, overrides: list[str], tracking_uri: str | None) -> tuple[DictConfig, torch.nn.Module, Any]:
-    """A FINISHED run's config (with ``key=value`` overrides), best model and data splits."""
-    from pipeline.config.compose import compose_config
+def load_stored_model(run_id: str, overrides: list[str]) -> tuple[DictConfig, torch.nn.Module, Any]:
+    """A FINISHED run's config (with ``key=value`` / ``group=option`` overrides), best model and data splits."""
+    from pipeline.config.compose import store_location, stored_config
     from pipeline.config.instantiate import safe_instantiate
-    from pipeline.config.validation import stored_config, validate
+    from pipeline.config.validation import validate
     from pipeline.tracking.store import resolve_tracking_uri
     from pipeline.tracking.stored import download_artifact, fetch_run
 
-    uri = resolve_tracking_uri(tracking_uri, Path(compose_config([]).paths.output_root))
+    uri = resolve_tracking_uri(*store_location(overrides))
     stored = fetch_run(uri, run_id)
     if stored.status != "FINISHED":
         raise TrackingError(f"run {run_id} is {stored.status}: only a FINISHED run can be compressed")
@@ -91,11 +96,11 @@ def load_stored_model(run_id: str, overrides: list[str], tracking_uri: str | Non
     return cfg, model, splits
 
 
-def compress_stored_run(run_id: str, overrides: list[str], tracking_uri: str | None) -> Any:
+def compress_stored_run(run_id: str, overrides: list[str]) -> Any:
     """Compress a stored run's best model and log the variants into that run (reopened, then FINISHED again)."""
     from pipeline.tracking.run import TrackedRun
 
-    cfg, model, splits = load_stored_model(run_id, overrides, tracking_uri)
+    cfg, model, splits = load_stored_model(run_id, overrides)
     with TrackedRun(cfg.tracking.uri, cfg.tracking.experiment, Path(cfg.paths.output_root), cfg.run_name, {}, resume_run_id=run_id):
         return compress_and_log(cfg, model, splits, original_uri=None)
 
@@ -103,11 +108,15 @@ def compress_stored_run(run_id: str, overrides: list[str], tracking_uri: str | N
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="pipeline-compress", description=__doc__.splitlines()[0])
     parser.add_argument("run_id", help="a FINISHED run whose best checkpoint is compressed")
-    parser.add_argument("overrides", nargs="*", help="key=value changes, e.g. compression.variants=[int8_static,onnx_int8]")
-    parser.add_argument("--tracking-uri", help="store holding the run (default: outputs/mlflow.db)")
-    args = parser.parse_args(argv)
+    parser.add_argument(
+        "overrides", nargs="*",
+        help="key=value or group=option changes, e.g. compression=quick or compression.variants=[int8_static,onnx_int8]; "
+        "tracking.uri= or paths.output_root= name the store holding the run (default: outputs/mlflow.db)",
+    )  # fmt: skip
+    parser.add_argument("--tracking-uri", help="the same as the override tracking.uri=URI")
+    args = parser.parse_intermixed_args(argv)
     try:
-        compress_stored_run(args.run_id, args.overrides, args.tracking_uri)
+        compress_stored_run(args.run_id, with_tracking_uri(args.overrides, args.tracking_uri))
     except PipelineError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -29,3 +29,7 @@ class TrackingError(PipelineError):
 
 class CheckpointError(PipelineError):
     """A checkpoint a command needs (to resume, to compress) is not there."""
+
+
+class TrainingDiverged(PipelineError):
+    """The training loss became NaN / inf or exploded: a result of the config (often the learning rate), not a bug."""

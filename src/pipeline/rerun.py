@@ -14,8 +14,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from pipeline.config.compose import compose_config
-from pipeline.config.validation import stored_config
+from pipeline.config.compose import store_location, stored_config, with_tracking_uri
 from pipeline.errors import PipelineError
 from pipeline.provenance import GitState, git_state
 
@@ -60,13 +59,12 @@ def compare_metrics(original: Mapping[str, float], rerun: Mapping[str, float], t
     return "\n".join(lines), reproduced
 
 
-def rerun(run_id: str, overrides: list[str], tracking_uri: str | None, allow_code_change: bool, tolerance: float) -> int:
+def rerun(run_id: str, overrides: list[str], allow_code_change: bool, tolerance: float) -> int:
     from pipeline.tracking.store import resolve_tracking_uri
     from pipeline.tracking.stored import fetch_run
     from pipeline.train import train
 
-    defaults = compose_config([])
-    uri = resolve_tracking_uri(tracking_uri, Path(defaults.paths.output_root))
+    uri = resolve_tracking_uri(*store_location(overrides))
     stored = fetch_run(uri, run_id)
 
     stored_diff = stored.artifact_text(uri, "code/git.diff") if stored.tags.get("git.dirty") == "true" else ""
@@ -97,13 +95,17 @@ def rerun(run_id: str, overrides: list[str], tracking_uri: str | None, allow_cod
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="pipeline-rerun", description=__doc__.splitlines()[0])
     parser.add_argument("run_id", help="the MLflow run to reproduce")
-    parser.add_argument("overrides", nargs="*", help="key=value changes to the stored config (e.g. trainer.threads=1)")
-    parser.add_argument("--tracking-uri", help="store holding the run (default: outputs/mlflow.db); the rerun goes there too")
+    parser.add_argument(
+        "overrides", nargs="*",
+        help="key=value or group=option changes to the stored config (e.g. trainer.threads=1); tracking.uri= or "
+        "paths.output_root= name the store holding the run (default: outputs/mlflow.db), and the rerun goes there too",
+    )  # fmt: skip
+    parser.add_argument("--tracking-uri", help="the same as the override tracking.uri=URI")
     parser.add_argument("--allow-code-change", action="store_true", help="rerun even if the code differs from the original's")
     parser.add_argument("--tolerance", type=float, default=0.0, help="largest absolute metric difference still counted as equal")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     try:
-        code = rerun(args.run_id, args.overrides, args.tracking_uri, args.allow_code_change, args.tolerance)
+        code = rerun(args.run_id, with_tracking_uri(args.overrides, args.tracking_uri), args.allow_code_change, args.tolerance)
     except PipelineError as err:
         print(f"error: {err}", file=sys.stderr)
         code = 2

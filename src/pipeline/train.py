@@ -22,12 +22,12 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline.config import CONF_DIR
-from pipeline.config.compose import compose_config
+from pipeline.config.compose import compose_config, stored_config
 from pipeline.config.instantiate import safe_instantiate
 from pipeline.config.schema import STEP_SCHEDULERS
-from pipeline.config.validation import stored_config, validate
+from pipeline.config.validation import validate
 from pipeline.distributed import launched_rank
-from pipeline.errors import CheckpointError, ConfigError, PipelineError, RunInterrupted
+from pipeline.errors import CheckpointError, ConfigError, PipelineError, RunInterrupted, TrainingDiverged, first_line
 from pipeline.interrupts import received_signal
 from pipeline.search.trial import current_trial
 from pipeline.sweep import parent_run_id
@@ -106,6 +106,31 @@ def build_trainer(cfg: DictConfig, logger: Any, output_root: Path, run_id: str, 
     return trainer, checkpoint
 
 
+def readable_last_checkpoint(output_root: Path, run_id: str) -> Path:
+    """The run's last checkpoint, checked before the run is reopened: a bad file leaves the run as it was."""
+    import torch
+
+    checkpoint = output_root / "checkpoints" / run_id / "last.ckpt"
+    if not checkpoint.is_file():
+        raise CheckpointError(f"resume={run_id}: no checkpoint at {checkpoint}")
+    try:
+        torch.load(checkpoint, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated zip, not a checkpoint, pickled code refused by weights_only
+        raise CheckpointError(
+            f"resume={run_id}: {checkpoint} cannot be read ({first_line(str(err))[:200]}); the run is unchanged: "
+            f"train it again with `pipeline-rerun {run_id}`"
+        ) from None
+    return checkpoint
+
+
+def report_divergence(run: Any, reason: str, best_checkpoint: str) -> None:
+    """Training stopped early on a diverged loss: say so, in the log and on the run."""
+    if not best_checkpoint:
+        raise TrainingDiverged(f"{reason}; no epoch had ended, so there is no checkpoint to test")
+    log.warning("%s: stopped there; testing the best epoch before it", reason)
+    run.set_tags({"diverged": reason})
+
+
 def log_figures(run: Any, histories: dict[str, list[tuple[int, float]]], model: Any, splits: Any) -> None:
     """Learning curves, confusion matrix and misclassified test images of the tested model."""
     from pipeline import figures
@@ -138,11 +163,11 @@ def train(
     import pytorch_lightning as pl
     import torch
 
+    from pipeline.callbacks import StopOnDivergence
     from pipeline.interrupts import deferred, signals_raise
     from pipeline.provenance import git_state, installed_packages, runtime_versions
     from pipeline.tracking.run import TrackedRun
     from pipeline.tracking.store import resolve_tracking_uri
-    from pipeline.tracking.stored import last_logged_steps
     from pipeline.tracking.sweep import PARENT_TAG
 
     output_root = Path(cfg.paths.output_root)
@@ -156,16 +181,14 @@ def train(
     num_classes = len(splits.class_names)
     task = build_task(cfg, build_model(cfg, splits.image_shape, num_classes), num_classes)
 
-    resume_checkpoint = None
-    if resume_run_id is not None:
-        resume_checkpoint = output_root / "checkpoints" / resume_run_id / "last.ckpt"
-        if not resume_checkpoint.is_file():
-            raise CheckpointError(f"resume={resume_run_id}: no checkpoint at {resume_checkpoint}")
+    resume_checkpoint = readable_last_checkpoint(output_root, resume_run_id) if resume_run_id else None
     world_size = cfg.trainer.devices * cfg.trainer.num_nodes
     if cfg.data.batch_size % world_size:
         raise ConfigError(f"data.batch_size={cfg.data.batch_size}: must divide evenly over the {world_size} DDP processes")
+    divergence = StopOnDivergence(cfg.trainer.divergence_factor, cfg.trainer.on_divergence)
+    callbacks = [divergence, *(callbacks or [])]
     if launched_rank(cfg.trainer.devices) != 0:
-        trainer, _ = build_trainer(cfg, False, output_root, "not-rank-zero", callbacks or [])
+        trainer, _ = build_trainer(cfg, False, output_root, "not-rank-zero", callbacks)
         trainer.fit(task, datamodule=datamodule, ckpt_path=resume_checkpoint, weights_only=True)
         trainer.test(task, datamodule=datamodule, ckpt_path="best", verbose=False, weights_only=True)
         return None
@@ -182,12 +205,12 @@ def train(
             run.log_config(OmegaConf.to_container(cfg), OmegaConf.to_yaml(cfg), overrides)
             run.log_provenance(git_state(Path(__file__).resolve().parent), runtime_versions(), installed_packages())
             run.log_dataset(cfg.data.name, splits)
-        already_logged = last_logged_steps(uri, run.run_id) if resume_run_id else {}
-
-        logger = run.metrics_logger(cfg.tracking.flush_every_s, already_logged)
-        trainer, checkpoint = build_trainer(cfg, logger, output_root, run.run_id, callbacks or [])
+        logger = run.metrics_logger(cfg.tracking.flush_every_s)
+        trainer, checkpoint = build_trainer(cfg, logger, output_root, run.run_id, callbacks)
         with deferred():  # a stop signal ends the loop at the next batch, never inside a store write
             trainer.fit(task, datamodule=datamodule, ckpt_path=resume_checkpoint, weights_only=True)
+            if divergence.diverged:  # trainer.on_divergence=stop: test and log what the best epoch was
+                report_divergence(run, divergence.diverged, checkpoint.best_model_path)
             test_metrics = trainer.test(task, datamodule=datamodule, ckpt_path="best", verbose=False, weights_only=True)[0]
         histories = run.metric_histories(["train/loss", "train/acc", "val/loss", "val/acc"])
         # the checkpoint's monitor; read from the store because ddp_spawn leaves the score in its workers
@@ -199,7 +222,7 @@ def train(
         if cfg.compression.enabled:
             from pipeline.compression import compress_and_log
 
-            compress_and_log(cfg, task.model, splits, model_uri)
+            compress_and_log(cfg, task.model, splits, model_uri, run.ledger)
         final_metrics = run.final_metrics()
     return TrainResult(
         run.run_id, uri, run.experiment_id, {k: float(v) for k, v in test_metrics.items()}, model_uri, final_metrics

@@ -1,12 +1,18 @@
-"""Compose the training config from conf/ without running anything: for pre-flight checks and tests."""
+"""Compose the training config from conf/ (for pre-flight checks and tests), or from a stored run's config.
+
+Every command takes the same `key=value` overrides as `pipeline-train`: a group choice such as
+`compression=quick` picks that file from conf/, and `tracking.uri=` / `paths.output_root=` say
+which store to read a run from.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException, MissingConfigException
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from pipeline.config import CONF_DIR
@@ -32,3 +38,37 @@ def compose_config(overrides: Sequence[str] = (), config_name: str = "train") ->
     except (HydraException, OmegaConfBaseException) as err:
         raise ConfigError(_hydra_error_line(err)) from None
     return validate(cfg)
+
+
+def _is_group_choice(override: str) -> bool:
+    """`compression=quick`: a key without dots that names a config group folder under conf/."""
+    key = override.split("=", 1)[0]
+    return "." not in key and key != "hydra" and (CONF_DIR / key).is_dir()
+
+
+def with_tracking_uri(overrides: Sequence[str], tracking_uri: str | None) -> list[str]:
+    """The overrides, with a `--tracking-uri URI` option turned into the override it stands for."""
+    return [*overrides, f"tracking.uri={tracking_uri}"] if tracking_uri else list(overrides)
+
+
+def store_location(overrides: Sequence[str]) -> tuple[str | None, Path]:
+    """The `tracking.uri` and `paths.output_root` these overrides give (the defaults' where they say nothing)."""
+    where = [o for o in overrides if o.split("=", 1)[0] in ("tracking", "tracking.uri", "paths.output_root")]
+    cfg = compose_config(where)
+    return cfg.tracking.uri, Path(cfg.paths.output_root)
+
+
+def stored_config(config_yaml: str, overrides: Sequence[str]) -> DictConfig:
+    """A config read back from a store with overrides applied (validated later by `validate`).
+
+    ``key=value`` sets a key; ``group=option`` replaces the whole section with conf/group/option.yaml.
+    """
+    try:
+        cfg = OmegaConf.create(config_yaml)
+        for choice in filter(_is_group_choice, overrides):
+            group = choice.split("=", 1)[0]
+            cfg[group] = OmegaConf.to_container(compose_config([choice])[group])
+        dotted = [override for override in overrides if not _is_group_choice(override)]
+        return OmegaConf.merge(cfg, OmegaConf.from_dotlist(dotted)) if dotted else cfg
+    except OmegaConfBaseException as err:
+        raise ConfigError(omegaconf_error_line(err)) from None

@@ -306,9 +306,14 @@ class TrainerConfig:
     deterministic: bool = MISSING
     log_every_n_steps: int = MISSING
     gradient_clip_val: Optional[float] = MISSING
+    divergence_factor: Optional[float] = MISSING
+    on_divergence: str = MISSING
 
     def check(self) -> None:
         _require_positive(self.max_epochs, "trainer.max_epochs")
+        if self.divergence_factor is not None:
+            _require(self.divergence_factor > 1, "trainer.divergence_factor", f"must be > 1, got {self.divergence_factor}")
+        _require(self.on_divergence in ("fail", "stop"), "trainer.on_divergence", f"must be fail or stop, got {self.on_divergence!r}")
         _require_positive(self.devices, "trainer.devices")
         _require_positive(self.num_nodes, "trainer.num_nodes")
         _require_positive(self.log_every_n_steps, "trainer.log_every_n_steps")
@@ -399,6 +404,10 @@ class TrainConfig:
     run_name: Optional[str] = MISSING
     tags: dict[str, str] = MISSING
     resume: Optional[str] = MISSING
+
+    def check(self) -> None:
+        # numpy's generator takes 32-bit unsigned seeds; Lightning only says so with a traceback
+        _require(0 <= self.seed < 2**32, "seed", f"must be in [0, 2**32), got {self.seed}")
 
 
 # The schemas each target-carrying section may pick from. Their targets are also the

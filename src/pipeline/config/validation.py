@@ -28,6 +28,16 @@ def _check_targets_are_literal(cfg: DictConfig) -> None:
             raise ConfigError(f"{section}._target_: interpolations are not allowed in _target_")
 
 
+def _check_targets_only_where_allowed(plain: Any, path: str = "") -> None:
+    """`_target_` builds an object: only the sections in SECTION_SCHEMAS may name one (a stored config could try elsewhere)."""
+    if not isinstance(plain, dict):
+        return
+    if "_target_" in plain and path not in SECTION_SCHEMAS:
+        raise ConfigError(f"{path + '.' if path else ''}_target_: not allowed here (only {', '.join(SECTION_SCHEMAS)} build objects)")
+    for key, value in plain.items():
+        _check_targets_only_where_allowed(value, f"{path}.{key}" if path else str(key))
+
+
 def _lookup(plain: Any, dotted_key: str) -> Any:
     for part in dotted_key.split("."):
         plain = plain.get(part) if isinstance(plain, dict) else None
@@ -66,6 +76,7 @@ def validate(cfg: DictConfig) -> DictConfig:
         raise ConfigError(f"{missing[0]}: missing value (set it on the command line, e.g. {missing[0]}=...)")
     try:
         plain = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+        _check_targets_only_where_allowed(plain)
         typed = OmegaConf.merge(OmegaConf.structured(TrainConfig), plain)
     except OmegaConfBaseException as err:
         raise ConfigError(omegaconf_error_line(err)) from None
@@ -80,12 +91,3 @@ def validate(cfg: DictConfig) -> DictConfig:
         raise ConfigError(omegaconf_error_line(err)) from None
     OmegaConf.set_readonly(typed, True)
     return typed
-
-
-def stored_config(config_yaml: str, overrides: list[str]) -> DictConfig:
-    """A config read back from a store with ``key=value`` overrides applied (validated later by `validate`)."""
-    try:
-        cfg = OmegaConf.create(config_yaml)
-        return OmegaConf.merge(cfg, OmegaConf.from_dotlist(overrides)) if overrides else cfg
-    except OmegaConfBaseException as err:
-        raise ConfigError(omegaconf_error_line(err)) from None

@@ -19,6 +19,7 @@ from mlflow.models import infer_signature
 
 from pipeline.compress.build import Report
 from pipeline.compress.variants import Variant
+from pipeline.tracking.ledger import RunLedger
 from pipeline.tracking.run import pip_requirements, quiet_export_warnings
 from pipeline.tracking.store import register_model
 
@@ -150,9 +151,19 @@ def _tradeoff_figure(rows: list[dict[str, Any]]) -> Any:
 
 
 def log_report(
-    report: Report, example: torch.Tensor, config_yaml: str, num_classes: int, registered_model: str | None, original_uri: str | None
+    report: Report,
+    example: torch.Tensor,
+    config_yaml: str,
+    num_classes: int,
+    registered_model: str | None,
+    original_uri: str | None,
+    ledger: RunLedger | None = None,
 ) -> dict[str, str]:
-    """Everything about the variants into the open run; returns variant name -> model URI."""
+    """Everything about the variants into the open run; returns variant name -> model URI.
+
+    With a ``ledger`` (a resumed run), metrics, models, the table and registered versions that an
+    earlier process logged are kept and not logged again.
+    """
     import matplotlib.pyplot as plt
 
     rows = _rows(report)
@@ -161,8 +172,12 @@ def log_report(
         for key, value in row.items():
             if key not in ("variant", "format"):
                 metrics[f"compress/{row['variant']}/{key}"] = float(value)
-    mlflow.log_metrics(metrics)
-    mlflow.log_table({key: [row[key] for row in rows] for key in rows[0]}, "compression/variants.json")
+    if ledger is not None:
+        metrics = ledger.new_metrics(metrics, step=0)
+    if metrics:
+        mlflow.log_metrics(metrics)
+    if ledger is None or not ledger.has_artifact("compression/variants.json"):  # log_table appends to an existing table
+        mlflow.log_table({key: [row[key] for row in rows] for key in rows[0]}, "compression/variants.json")
     mlflow.log_text(format_table(report) + "\n", "compression/variants.txt")
     figure = _tradeoff_figure(rows)
     mlflow.log_figure(figure, "compression/tradeoff.png")
@@ -177,8 +192,10 @@ def log_report(
         if name == "fp32" and original_uri:
             uris[name] = original_uri
         else:
-            uris[name] = log_variant_model(variant, example, config_yaml, num_classes)
+            logged = ledger.logged_model(f"model-{name}") if ledger is not None else None
+            uris[name] = logged or log_variant_model(variant, example, config_yaml, num_classes)
     if registered_model:
         for name, uri in uris.items():
-            register_model(uri, registered_model, {"variant": name})
+            if ledger is None or not ledger.registered(registered_model, name):
+                register_model(uri, registered_model, {"variant": name})
     return uris

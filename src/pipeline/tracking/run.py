@@ -2,7 +2,9 @@
 
 Every fluent ``mlflow.*`` call made while the run is open lands in it (no stray runs).
 Leaving the block marks it FINISHED, FAILED (an exception; the reason is tagged) or
-KILLED (SIGINT / SIGTERM); it is never left RUNNING.
+KILLED (SIGINT / SIGTERM); it is never left RUNNING. A reopened run (resume) writes nothing
+twice (see `pipeline.tracking.ledger`) and loses the failure reason of its earlier end once
+it finishes.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from pipeline.data.splits import ImageSplits
 from pipeline.errors import RunInterrupted, TrackingError, first_line
 from pipeline.interrupts import received_signal
 from pipeline.provenance import GitState
+from pipeline.tracking.ledger import RunLedger
 from pipeline.tracking.logger import MlflowBatchLogger, flatten
 from pipeline.tracking.store import ensure_experiment
 
@@ -90,10 +93,11 @@ class TrackedRun:
     ) -> None:
         """``resume_run_id`` reopens that run (its status goes back to RUNNING) instead of starting one."""
         self.uri, self.experiment, self.output_root = uri, experiment, output_root
-        self.run_name, self.tags = run_name, tags
+        self.run_name, self.tags, self.resume_run_id = run_name, tags, resume_run_id
         self.client: MlflowClient | None = None
         self.run_id = resume_run_id or ""
         self.experiment_id = ""
+        self.ledger: RunLedger | None = None
 
     def __enter__(self) -> TrackedRun:
         mlflow.set_tracking_uri(self.uri)
@@ -106,6 +110,7 @@ class TrackedRun:
         except MlflowException as err:
             raise TrackingError(f"tracking.uri={self.uri}: {first_line(str(err))}") from None
         self.run_id = run.info.run_id
+        self.ledger = RunLedger(self.uri, self.run_id, reopened=self.run_id == self.resume_run_id)
         return self
 
     def __exit__(
@@ -114,18 +119,36 @@ class TrackedRun:
         stop_signal = received_signal()
         if exc is None:
             status = "FINISHED"
+            if self.ledger is not None and self.ledger.reopened and "failure_reason" in self._tags():
+                self.client.delete_tag(self.run_id, "failure_reason")  # the earlier end's reason no longer holds
         elif stop_signal or isinstance(exc, (KeyboardInterrupt, RunInterrupted)):
             status = "KILLED"
             mlflow.set_tag("failure_reason", f"interrupted by {stop_signal or 'SIGINT'}")
         else:
             status = "FAILED"
             mlflow.set_tag("failure_reason", f"{type(exc).__name__}: {first_line(str(exc))}"[:5000])
+        self._log_log_files()
         mlflow.end_run(status=status)
 
-    def metrics_logger(self, flush_every_s: float, already_logged: dict[str, int] | None = None) -> MlflowBatchLogger:
-        if self.client is None:
+    def _log_log_files(self) -> None:
+        """This process's log files (Hydra's job log) under logs/, named by their folder: a resumed run keeps both."""
+        for handler in logging.getLogger().handlers:
+            if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename).is_file():
+                handler.flush()
+                path = Path(handler.baseFilename)
+                try:
+                    mlflow.log_text(path.read_text(errors="replace"), f"logs/{path.parent.name}-{path.name}")
+                except (MlflowException, OSError) as err:  # the run's status matters more than its log
+                    logging.getLogger("pipeline").warning("log file %s not uploaded: %s", path, first_line(str(err)))
+
+    def _tags(self) -> dict[str, str]:
+        return self.client.get_run(self.run_id).data.tags
+
+    def metrics_logger(self, flush_every_s: float) -> MlflowBatchLogger:
+        """A Lightning logger into this run that skips the points a reopened run already holds."""
+        if self.ledger is None:
             raise RuntimeError("metrics_logger() needs an open run: use TrackedRun as a context manager")
-        return MlflowBatchLogger(self.uri, self.run_id, flush_every_s, already_logged)
+        return MlflowBatchLogger(self.uri, self.run_id, flush_every_s, self.ledger.last_steps)
 
     def log_config(self, resolved: dict[str, Any], config_yaml: str, overrides: list[str]) -> None:
         """The resolved config as params (flattened, full values) and as YAML; the overrides as given."""
@@ -157,14 +180,20 @@ class TrackedRun:
             )
             _log_input_shared(dataset, context=_SPLIT_CONTEXTS[split_name], tags={"num_samples": str(len(split))})
 
+    def set_tags(self, tags: dict[str, str]) -> None:
+        mlflow.set_tags(tags)
+
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
-        mlflow.log_metrics(metrics, step=step)
+        if new := self.ledger.new_metrics(metrics, step):
+            mlflow.log_metrics(new, step=step)
 
     def log_checkpoint(self, path: Path) -> None:
         mlflow.log_artifact(str(path), artifact_path="checkpoints")
 
     def log_model(self, model: torch.nn.Module, example: torch.Tensor, name: str = "model") -> str:
-        """Log ``model`` as an MLflow model (signature + input example) and return its URI."""
+        """Log ``model`` as an MLflow model (signature + input example) and return its URI (a reopened run's, if logged)."""
+        if logged := self.ledger.logged_model(name):
+            return logged
         model = model.eval()
         example_np = example.numpy()
         with torch.no_grad():

@@ -1,4 +1,4 @@
-"""Read a stored run back: its config, tags, final metrics, and how far its metric history goes."""
+"""Read a stored run back: its config, tags, final metrics and artifacts."""
 
 from __future__ import annotations
 
@@ -47,12 +47,3 @@ def fetch_run(uri: str, run_id: str) -> StoredRun:
         raise TrackingError(f"run {run_id} in {uri}: {first_line(str(err))}") from None
     config_yaml = read_artifact_text(uri, run_id, "config/config.yaml")
     return StoredRun(run_id, run.info.status, config_yaml, dict(run.data.tags), dict(run.data.metrics))
-
-
-def last_logged_steps(uri: str, run_id: str) -> dict[str, int]:
-    """For each metric of the run, the highest step already stored."""
-    client = MlflowClient(tracking_uri=uri)
-    return {
-        key: max(point.step for point in client.get_metric_history(run_id, key))
-        for key in client.get_run(run_id).data.metrics
-    }
