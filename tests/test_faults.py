@@ -6,7 +6,9 @@ Every test drives the real dependency (SQLite stores through MLflow, Optuna's st
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -15,7 +17,8 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from conftest import cli_env
+from conftest import TINY_DATA, TRAIN, cli_env
+from pipeline.failpoints import FAILPOINT_ENV
 from pipeline.tracking.store import open_store
 
 # What a run does with the store: open it (creating it if new), start a run, log, finish.
@@ -111,3 +114,45 @@ def test_a_store_with_runs_stuck_mid_migration_is_one_line_with_the_fix(tmp_path
         f"error: tracking.uri={uri}: the store's schema migration was interrupted (version a8c4a736bde6, scratch tables "
         f"_alembic_tmp_nothing); back up {db}, then run `mlflow db upgrade {uri}`\n"
     )
+
+
+PHASES = ["fit", "test", "figures", "model", "compression", "registry"]  # the failpoints of pipeline.train / tracking.compression
+
+
+def _histories(client: MlflowClient, run_id: str) -> dict[str, list[int]]:
+    return {key: sorted(p.step for p in client.get_metric_history(run_id, key)) for key in client.get_run(run_id).data.metrics}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("phase", PHASES)
+def test_a_run_killed_in_any_phase_after_training_resumes_with_nothing_written_twice(phase: str, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    overrides = [*TINY_DATA, "model=mlp", "trainer.max_epochs=2", "trainer.threads=1", "compression=quick",
+                 "compression.variants=[int8_dynamic,fp16]", "compression.register=true", f"paths.output_root={out}"]  # fmt: skip
+    killed = subprocess.run([*TRAIN, *overrides], cwd=tmp_path, env={**cli_env(), FAILPOINT_ENV: phase},
+                            capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("digits").experiment_id])
+    assert run.info.status == "RUNNING"  # as a power cut leaves it
+    assert f"INFO started run {run.info.run_id}" in killed.stderr  # the log reached stderr before the kill
+
+    resumed = subprocess.run([*TRAIN, f"resume={run.info.run_id}", f"paths.output_root={out}"], cwd=tmp_path,
+                             env=cli_env(), capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    run = client.get_run(run.info.run_id)
+    assert run.info.status == "FINISHED" and "failure_reason" not in run.data.tags
+    for key, steps in _histories(client, run.info.run_id).items():
+        assert len(steps) == len(set(steps)), f"{key} logged twice at a step: {steps}"
+    assert {"test/acc", "best/val_acc", "compress/int8_dynamic/test_acc", "compress/fp16/test_acc"} <= run.data.metrics.keys()
+    models = client.search_logged_models([run.info.experiment_id], filter_string=f"source_run_id = '{run.info.run_id}'")
+    ready = sorted(model.name for model in models if str(model.status).endswith("READY"))
+    assert ready == ["model", "model-fp16", "model-int8_dynamic"]  # each model once
+    versions = client.search_model_versions("name = 'digits-mlp'")
+    assert sorted(version.tags["variant"] for version in versions) == ["fp16", "fp32", "int8_dynamic"]  # each version once
+    table = json.loads(Path(client.download_artifacts(run.info.run_id, "compression/variants.json", str(tmp_path))).read_text())
+    assert [row[0] for row in table["data"]] == ["fp32", "int8_dynamic", "fp16"]  # one row per variant
+    (killed_log, resumed_log) = [client.download_artifacts(run.info.run_id, info.path, str(tmp_path / "logs"))
+                                 for info in client.list_artifacts(run.info.run_id, "logs")]  # fmt: skip
+    logs = Path(killed_log).read_text() + Path(resumed_log).read_text()  # both processes' logs, uploaded by the resume
+    assert f"started run {run.info.run_id}" in logs and f"resuming run {run.info.run_id}" in logs

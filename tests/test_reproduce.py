@@ -116,6 +116,7 @@ def test_killed_run_resumes_into_the_same_run_as_if_never_stopped(stop: signal.S
 
     (resumed,) = client.search_runs([interrupted.info.experiment_id])
     assert resumed.info.run_id == run_id and resumed.info.status == "FINISHED"
+    assert "failure_reason" not in resumed.data.tags  # "interrupted by SIGTERM" no longer holds
     reference_client = MlflowClient(reference.tracking_uri)
     for key in ("train/loss", "val/acc", "val/loss", "train/acc"):
         history = [(m.step, m.value) for m in client.get_metric_history(run_id, key)]

@@ -27,6 +27,7 @@ from pipeline.config.instantiate import safe_instantiate
 from pipeline.config.schema import STEP_SCHEDULERS
 from pipeline.config.validation import validate
 from pipeline.distributed import launched_rank
+from pipeline.failpoints import failpoint
 from pipeline.errors import CheckpointError, ConfigError, PipelineError, RunInterrupted, TrainingDiverged, first_line
 from pipeline.interrupts import received_signal
 from pipeline.search.trial import current_trial
@@ -211,14 +212,18 @@ def train(
             trainer.fit(task, datamodule=datamodule, ckpt_path=resume_checkpoint, weights_only=True)
             if divergence.diverged:  # trainer.on_divergence=stop: test and log what the best epoch was
                 report_divergence(run, divergence.diverged, checkpoint.best_model_path)
+            failpoint("fit")
             test_metrics = trainer.test(task, datamodule=datamodule, ckpt_path="best", verbose=False, weights_only=True)[0]
+        failpoint("test")
         histories = run.metric_histories(["train/loss", "train/acc", "val/loss", "val/acc"])
         # the checkpoint's monitor; read from the store because ddp_spawn leaves the score in its workers
         run.log_metrics({"best/val_acc": max(value for _, value in histories["val/acc"])}, step=trainer.global_step)
         log_figures(run, histories, task.model, splits)
+        failpoint("figures")
         if cfg.tracking.log_checkpoint:
             run.log_checkpoint(Path(checkpoint.best_model_path))
         model_uri = run.log_model(task.model, splits.test.images[:8].clone()) if cfg.tracking.log_model else None
+        failpoint("model")
         if cfg.compression.enabled:
             from pipeline.compression import compress_and_log
 

@@ -19,6 +19,7 @@ from mlflow.models import infer_signature
 
 from pipeline.compress.build import Report
 from pipeline.compress.variants import Variant
+from pipeline.failpoints import failpoint
 from pipeline.tracking.ledger import RunLedger
 from pipeline.tracking.run import pip_requirements, quiet_export_warnings
 from pipeline.tracking.store import register_model
@@ -187,6 +188,7 @@ def log_report(
     tags.update({f"compress.skipped.{name}": reason for name, reason in report.skipped.items()})
     mlflow.set_tags(tags)
 
+    failpoint("compression")
     uris = {}
     for name, variant in report.variants.items():
         if name == "fp32" and original_uri:
@@ -198,4 +200,5 @@ def log_report(
         for name, uri in uris.items():
             if ledger is None or not ledger.registered(registered_model, name):
                 register_model(uri, registered_model, {"variant": name})
+                failpoint("registry")
     return uris

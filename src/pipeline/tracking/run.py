@@ -35,6 +35,7 @@ from pipeline.tracking.store import ensure_experiment
 # MLflow's datasets table stores digests of at most 36 characters; the full SHA-256 is a tag.
 _DATASET_DIGEST_CHARS = 32
 _SPLIT_CONTEXTS = {"train": "training", "val": "validation", "test": "testing"}
+LOG_FILES_TAG = "log_files"  # the log file of each process that worked on the run, one per line
 
 
 def _log_input_shared(dataset: Any, context: str, tags: dict[str, str], attempts: int = 3) -> None:
@@ -98,6 +99,7 @@ class TrackedRun:
         self.run_id = resume_run_id or ""
         self.experiment_id = ""
         self.ledger: RunLedger | None = None
+        self.log_files: list[Path] = []
 
     def __enter__(self) -> TrackedRun:
         mlflow.set_tracking_uri(self.uri)
@@ -111,6 +113,7 @@ class TrackedRun:
             raise TrackingError(f"tracking.uri={self.uri}: {first_line(str(err))}") from None
         self.run_id = run.info.run_id
         self.ledger = RunLedger(self.uri, self.run_id, reopened=self.run_id == self.resume_run_id)
+        self._remember_log_files()
         return self
 
     def __exit__(
@@ -130,16 +133,26 @@ class TrackedRun:
         self._log_log_files()
         mlflow.end_run(status=status)
 
+    def _remember_log_files(self) -> None:
+        """Note this process's log files (Hydra's job log) on the run: a resume uploads a killed process's log too."""
+        here = [handler.baseFilename for handler in logging.getLogger().handlers if isinstance(handler, logging.FileHandler)]
+        earlier = self._tags().get(LOG_FILES_TAG, "").split("\n") if self.ledger.reopened else []
+        files = [path for path in dict.fromkeys([*earlier, *here]) if path]
+        if files:
+            mlflow.set_tag(LOG_FILES_TAG, "\n".join(files))
+        self.log_files = [Path(path) for path in files]
+
     def _log_log_files(self) -> None:
-        """This process's log files (Hydra's job log) under logs/, named by their folder: a resumed run keeps both."""
+        """The run's log files under logs/, each named by its folder (one per process that worked on the run)."""
         for handler in logging.getLogger().handlers:
-            if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename).is_file():
-                handler.flush()
-                path = Path(handler.baseFilename)
-                try:
-                    mlflow.log_text(path.read_text(errors="replace"), f"logs/{path.parent.name}-{path.name}")
-                except (MlflowException, OSError) as err:  # the run's status matters more than its log
-                    logging.getLogger("pipeline").warning("log file %s not uploaded: %s", path, first_line(str(err)))
+            handler.flush()
+        for path in self.log_files:
+            if not path.is_file():
+                continue
+            try:
+                mlflow.log_text(path.read_text(errors="replace"), f"logs/{path.parent.name}-{path.name}")
+            except (MlflowException, OSError) as err:  # the run's status matters more than its log
+                logging.getLogger("pipeline").warning("log file %s not uploaded: %s", path, first_line(str(err)))
 
     def _tags(self) -> dict[str, str]:
         return self.client.get_run(self.run_id).data.tags
