@@ -16,6 +16,7 @@ from conftest import run_training
 from pipeline.compress.build import Settings, build_variants
 from pipeline.compress.prune import prune_global, prunable_weights, sparsity_of
 from pipeline.compression import compress_stored_run
+from pipeline.compression import main as compression_main
 from pipeline.config.compose import compose_config
 from pipeline.config.instantiate import safe_instantiate
 from pipeline.errors import TrackingError
@@ -128,3 +129,23 @@ def test_a_model_the_onnx_exporter_cannot_express_is_skipped_not_a_crash(tmp_pat
         "onnx": "onnx: torch.onnx.export failed: Exporting the operator 'aten::strange' to ONNX opset version 17 is not supported",
         "onnx_int8": "onnx: torch.onnx.export failed: Exporting the operator 'aten::strange' to ONNX opset version 17 is not supported",
     }
+
+
+def test_compress_takes_the_train_grammar_in_any_order(tiny: list[str], output_root: Path, capsys) -> None:
+    """`paths.output_root=` and `tracking.uri=` name the store, `compression=quick` picks a group, options go anywhere."""
+    result = run_training([*tiny, "compression=none", "tracking.log_model=false"])
+    orders = [
+        [result.run_id, f"paths.output_root={output_root}", "compression=quick", "compression.variants=[fp16]"],
+        ["--tracking-uri", result.tracking_uri, result.run_id, "compression.variants=[bf16]"],
+        [result.run_id, "compression.variants=[int8_dynamic]", "--tracking-uri", result.tracking_uri],
+    ]
+    for argv in orders:
+        compression_main(argv)
+    metrics = MlflowClient(result.tracking_uri).get_run(result.run_id).data.metrics
+    assert {"compress/fp16/test_acc", "compress/bf16/test_acc", "compress/int8_dynamic/test_acc"} <= metrics.keys()
+
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stop:
+        compression_main([result.run_id, f"paths.output_root={output_root}", "compression=nope"])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err == "error: compression=nope: no such option (available: default, none, quick)\n"

@@ -74,6 +74,22 @@ def test_stored_config_naming_a_foreign_target_is_refused(target: str, tiny: lis
         rerun(original.run_id, [f"tracking.uri={uri}"], False, 0.0)
 
 
+@pytest.mark.parametrize(
+    ("original", "tampered", "refusal"),
+    [("tags: {}", "tags: {_target_: os.system, x: rm -rf /}", "tags._target_: not allowed here"),
+     ("seed: 42", "seed: -1", r"seed: must be in \[0, 2\*\*32\), got -1")],
+)  # fmt: skip
+def test_a_tampered_stored_config_is_one_clear_refusal(original: str, tampered: str, refusal: str, tiny: list[str], output_root: Path) -> None:
+    run = run_training([*tiny, "tracking.log_model=false", "tracking.log_checkpoint=false"])
+    uri = store_uri(output_root)
+    mlflow.set_tracking_uri(uri)
+    config = mlflow.artifacts.load_text(f"runs:/{run.run_id}/config/config.yaml")
+    assert original in config
+    MlflowClient(uri).log_text(run.run_id, config.replace(original, tampered), "config/config.yaml")
+    with pytest.raises(ConfigError, match=refusal):
+        rerun(run.run_id, [f"tracking.uri={uri}"], False, 0.0)
+
+
 def test_data_loader_workers_and_augmentation_stay_deterministic(tiny: list[str]) -> None:
     overrides = [*tiny, "data.num_workers=2", "data.augment.enabled=true", "tracking.log_model=false"]
     assert run_training(overrides).test_metrics == run_training(overrides).test_metrics
