@@ -2,7 +2,8 @@
 # A team tracking server: PostgreSQL on 127.0.0.1 (databases `mlflow` and `optuna`) and `mlflow server`
 # on it, serving its own artifact store. Runs then use tracking=server; Optuna sweeps hydra/sweeper=optuna_server.
 #   scripts/server.sh start | stop | status | purge (stop, then delete the databases and artifacts)
-# Settings (environment): SERVER_DIR (default outputs/server: artifacts, logs, the database password),
+# Settings (environment): SERVER_DIR (default outputs/server: artifacts, logs, the database password and the
+# .pgpass file clients read it from),
 # PG_PORT (5433), MLFLOW_PORT (5050), MLFLOW_HOST (127.0.0.1; put a shared server behind basic auth: README).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,8 +35,10 @@ password_file=$dir/db-password
 if [ ! -s "$password_file" ]; then
     (umask 077 && head -c 24 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' > "$password_file")
 fi
-password=$(cat "$password_file")
-db_url() { echo "postgresql://postgres:$password@127.0.0.1:$pg_port/$1"; }
+# Clients find the password in a .pgpass file (mode 600), never in a URL or on a command line (`ps` shows those)
+export PGPASSFILE=$dir/pgpass
+(umask 077 && echo "127.0.0.1:$pg_port:*:postgres:$(cat "$password_file")" > "$PGPASSFILE")
+db_url() { echo "postgresql://postgres@127.0.0.1:$pg_port/$1"; }
 
 stop() {
     if [ -f "$dir/mlflow.pid" ]; then
@@ -62,9 +65,9 @@ start() {
             -o "-c listen_addresses=127.0.0.1 -p $pg_port -c unix_socket_directories=/tmp" start >/dev/null
     fi
     for database in mlflow optuna; do
-        if ! PGPASSWORD=$password "$bin/psql" -h 127.0.0.1 -p "$pg_port" -U postgres -tAc \
+        if ! "$bin/psql" -h 127.0.0.1 -p "$pg_port" -U postgres -tAc \
             "select 1 from pg_database where datname = '$database'" | grep -q 1; then
-            PGPASSWORD=$password "$bin/createdb" -h 127.0.0.1 -p "$pg_port" -U postgres "$database"
+            "$bin/createdb" -h 127.0.0.1 -p "$pg_port" -U postgres "$database"
         fi
     done
     if [ ! -f "$dir/mlflow.pid" ] || ! kill -0 "$(cat "$dir/mlflow.pid")" 2>/dev/null; then
@@ -76,7 +79,7 @@ start() {
         if curl -sf "http://127.0.0.1:$mlflow_port/health" >/dev/null; then
             echo "server: MLflow at http://$mlflow_host:$mlflow_port on PostgreSQL 127.0.0.1:$pg_port"
             echo "  runs:   pipeline-train tracking=server   (or tracking.uri=http://$mlflow_host:$mlflow_port)"
-            echo "  optuna: export PIPELINE_OPTUNA_STORAGE=postgresql://postgres:\$(cat $password_file)@127.0.0.1:$pg_port/optuna"
+            echo "  optuna: export PGPASSFILE=$PGPASSFILE PIPELINE_OPTUNA_STORAGE=$(db_url optuna)"
             return 0
         fi
         kill -0 "$(cat "$dir/mlflow.pid")" 2>/dev/null || break

@@ -23,18 +23,18 @@ def team_server(tmp_path: Path) -> Iterator[dict[str, str]]:
     try:
         started = subprocess.run([*SERVER, "start"], env=env, capture_output=True, text=True, timeout=600)
         assert started.returncode == 0, started.stdout + started.stderr
-        password = (tmp_path / "server" / "db-password").read_text()
         yield {
             **env,
             "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{env['MLFLOW_PORT']}",
-            "PIPELINE_OPTUNA_STORAGE": f"postgresql://postgres:{password}@127.0.0.1:{env['PG_PORT']}/optuna",
+            "PGPASSFILE": str(tmp_path / "server" / "pgpass"),  # as the start message says: no password in the URL
+            "PIPELINE_OPTUNA_STORAGE": f"postgresql://postgres@127.0.0.1:{env['PG_PORT']}/optuna",
         }
     finally:
         subprocess.run([*SERVER, "purge"], env=env, capture_output=True, timeout=120)
 
 
 @pytest.mark.slow
-def test_a_run_and_a_parallel_sweep_land_in_the_team_server(tmp_path: Path, team_server: dict[str, str]) -> None:
+def test_a_run_and_a_parallel_sweep_land_in_the_team_server(tmp_path: Path, team_server: dict[str, str], monkeypatch) -> None:
     common = ["tracking=server", *TINY_DATA, "trainer.max_epochs=2", "compression=none", f"paths.output_root={tmp_path / 'out'}"]
     run = subprocess.run([*TRAIN, *common], env=team_server, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
@@ -54,6 +54,19 @@ def test_a_run_and_a_parallel_sweep_land_in_the_team_server(tmp_path: Path, team
     (single,) = [r for r in runs if r not in trials and r is not parent]
     assert {a.path for a in client.list_artifacts(single.info.run_id, "figures")} >= {"figures/learning_curves.png"}
     study_name = parent.data.tags["sweep.study"]
+    monkeypatch.setenv("PGPASSFILE", team_server["PGPASSFILE"])  # this process reads the study as a team member would
     study = optuna.load_study(study_name=study_name, storage=team_server["PIPELINE_OPTUNA_STORAGE"])
     assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
     assert not (tmp_path / "out" / "mlflow.db").exists() and not (tmp_path / "out" / "optuna.db").exists()
+
+
+@pytest.mark.slow
+def test_the_database_password_is_on_no_command_line_and_in_no_log(tmp_path: Path, team_server: dict[str, str]) -> None:
+    password = (tmp_path / "server" / "db-password").read_text().strip()
+    assert len(password) >= 16
+    arguments = subprocess.run(["ps", "-eww", "-o", "args"], capture_output=True, text=True, check=True).stdout
+    assert f"127.0.0.1:{team_server['PG_PORT']}/mlflow" in arguments  # the server is there, its URL without a password
+    assert password not in arguments
+    for log in (tmp_path / "server").glob("*.log"):
+        assert password not in log.read_text(errors="replace"), log
+    assert oct((tmp_path / "server" / "pgpass").stat().st_mode & 0o777) == "0o600"
