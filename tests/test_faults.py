@@ -13,13 +13,14 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import optuna
 import pytest
 from mlflow import MlflowClient
 
-from conftest import TINY_DATA, TRAIN, cli_env
+from conftest import TINY_DATA, TRAIN, cli_env, free_port, serving
 from pipeline.failpoints import FAILPOINT_ENV
 from pipeline.tracking.store import open_store
 
@@ -189,3 +190,42 @@ def test_a_sweep_killed_at_a_random_moment_resumes_and_finishes(round_: int, tmp
     assert [run.info.status for run in runs if run.info.status == "RUNNING"] == []
     (parent,) = [run for run in runs if run.data.tags.get("sweep.role") == "parent"]
     assert parent.info.status == "FINISHED"
+
+
+OUTAGE_S = float(os.environ.get("PIPELINE_OUTAGE_S", "60"))
+
+
+@pytest.mark.slow
+def test_a_tracking_server_outage_loses_no_metric_point_and_stores_none_twice(tmp_path: Path) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+              "--artifacts-destination", str(tmp_path / "artifacts"), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]  # fmt: skip
+    # MLflow's own retry budget made small (2 tries, 1 s apart): the outage outlasts it many times over
+    env = {**cli_env(), "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
+    overrides = [*TINY_DATA, "data.train_size=2048", "model=mlp", "trainer.max_epochs=30", "trainer.threads=1",
+                 "tracking.flush_every_s=0.2", "tracking.log_model=false", "compression=none", f"tracking.uri={url}",
+                 f"paths.output_root={tmp_path / 'out'}"]  # fmt: skip
+    with serving(server, f"{url}/health", tmp_path / "server-1.log"):
+        training = subprocess.Popen([*TRAIN, *overrides], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        client, deadline = MlflowClient(url), time.monotonic() + 180
+        while not (runs := client.search_runs([e.experiment_id for e in client.search_experiments()])) or \
+                len(client.get_metric_history(runs[0].info.run_id, "train/loss")) < 5:  # fmt: skip
+            assert training.poll() is None and time.monotonic() < deadline, "training never logged a step"
+            time.sleep(0.2)
+        run_id = runs[0].info.run_id
+    time.sleep(OUTAGE_S)  # the server is down; training goes on (and may end and wait for it)
+    assert training.poll() is None, training.communicate()[1][-3000:]  # waiting for the server, not failed
+    with serving(server, f"{url}/health", tmp_path / "server-2.log"):
+        out, err = training.communicate(timeout=600)
+        assert training.returncode == 0, err[-3000:]
+        run = client.get_run(run_id)
+        assert run.info.status == "FINISHED" and "test/acc" in run.data.metrics
+        steps_per_epoch = 2048 // 32
+        history = client.get_metric_history(run_id, "train/loss")
+        steps = [point.step for point in history]
+        assert len(steps) == 30 * steps_per_epoch and len(set(steps)) == len(steps)  # every step, once
+        assert len(client.get_metric_history(run_id, "val/acc")) == 30
+    assert err.count("does not answer: training goes on") == 1 and err.count("answers again") == 1, err[-3000:]
+    assert "Retrying" not in err and "Traceback" not in err
+    assert not (tmp_path / "out" / "checkpoints" / run_id / "metrics-spool.jsonl").exists()

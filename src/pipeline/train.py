@@ -214,6 +214,7 @@ def train(
                 report_divergence(run, divergence.diverged, checkpoint.best_model_path)
             failpoint("fit")
             test_metrics = trainer.test(task, datamodule=datamodule, ckpt_path="best", verbose=False, weights_only=True)[0]
+        logger.deliver(wait_s=cfg.tracking.outage_wait_s)  # a tracking server that went away: its metrics first
         failpoint("test")
         histories = run.metric_histories(["train/loss", "train/acc", "val/loss", "val/acc"])
         # the checkpoint's monitor; read from the store because ddp_spawn leaves the score in its workers

@@ -332,10 +332,12 @@ class TrackingConfig:
     log_model: bool = MISSING
     log_checkpoint: bool = MISSING
     flush_every_s: float = MISSING
+    outage_wait_s: float = MISSING
 
     def check(self) -> None:
         _require(bool(self.experiment.strip()), "tracking.experiment", "must not be empty")
         _require_positive(self.flush_every_s, "tracking.flush_every_s")
+        _require(self.outage_wait_s >= 0, "tracking.outage_wait_s", f"must be >= 0, got {self.outage_wait_s}")
 
 
 COMPRESSION_VARIANTS = ("fp16", "bf16", "pruned", "int8_static", "int8_dynamic", "pruned_int8", "onnx", "onnx_int8")

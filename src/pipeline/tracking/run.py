@@ -9,6 +9,7 @@ it finishes.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import warnings
 from collections.abc import Iterator
@@ -30,7 +31,8 @@ from pipeline.interrupts import received_signal
 from pipeline.provenance import GitState
 from pipeline.tracking.ledger import RunLedger
 from pipeline.tracking.logger import MlflowBatchLogger, flatten
-from pipeline.tracking.store import ensure_experiment
+from pipeline.tracking.spool import MetricSpool, answer_quickly, is_unreachable
+from pipeline.tracking.store import ensure_experiment, is_server_uri
 
 # MLflow's datasets table stores digests of at most 36 characters; the full SHA-256 is a tag.
 _DATASET_DIGEST_CHARS = 32
@@ -112,6 +114,7 @@ class TrackedRun:
         except MlflowException as err:
             raise TrackingError(f"tracking.uri={self.uri}: {first_line(str(err))}") from None
         self.run_id = run.info.run_id
+        self._deliver_spooled_metrics()  # what a process that lost the server left behind, before the ledger reads the run
         self.ledger = RunLedger(self.uri, self.run_id, reopened=self.run_id == self.resume_run_id)
         self._remember_log_files()
         return self
@@ -119,6 +122,15 @@ class TrackedRun:
     def __exit__(
         self, exc_type: Optional[type[BaseException]], exc: Optional[BaseException], tb: Optional[TracebackType]
     ) -> None:
+        try:
+            with answer_quickly() if isinstance(exc, TrackingError) else contextlib.nullcontext():
+                self._end(exc)
+        except MlflowException as err:  # the server went away: say so once, the original error goes on
+            if exc is None or not is_unreachable(err):
+                raise
+            logging.getLogger("pipeline").warning("run %s could not be marked ended (%s): it stays RUNNING", self.run_id, first_line(str(err))[:200])
+
+    def _end(self, exc: Optional[BaseException]) -> None:
         stop_signal = received_signal()
         if exc is None:
             status = "FINISHED"
@@ -132,6 +144,17 @@ class TrackedRun:
             mlflow.set_tag("failure_reason", f"{type(exc).__name__}: {first_line(str(exc))}"[:5000])
         self._log_log_files()
         mlflow.end_run(status=status)
+
+    @property
+    def spool(self) -> MetricSpool | None:
+        """Where metrics wait while a tracking server is away (a local store needs none)."""
+        return MetricSpool(self.output_root / "checkpoints" / self.run_id / "metrics-spool.jsonl") if is_server_uri(self.uri) else None
+
+    def _deliver_spooled_metrics(self) -> None:
+        if self.spool is not None and (waiting := self.spool.read()):
+            self.metrics_logger(flush_every_s=0, spool=False).send(waiting)
+            self.spool.replace([])
+            logging.getLogger("pipeline").info("%d metric points that waited in %s are stored", len(waiting), self.spool.path)
 
     def _remember_log_files(self) -> None:
         """Note this process's log files (Hydra's job log) on the run: a resume uploads a killed process's log too."""
@@ -157,11 +180,12 @@ class TrackedRun:
     def _tags(self) -> dict[str, str]:
         return self.client.get_run(self.run_id).data.tags
 
-    def metrics_logger(self, flush_every_s: float) -> MlflowBatchLogger:
+    def metrics_logger(self, flush_every_s: float, spool: bool = True) -> MlflowBatchLogger:
         """A Lightning logger into this run that skips the points a reopened run already holds."""
-        if self.ledger is None:
+        if not self.run_id:
             raise RuntimeError("metrics_logger() needs an open run: use TrackedRun as a context manager")
-        return MlflowBatchLogger(self.uri, self.run_id, flush_every_s, self.ledger.last_steps)
+        already_logged = self.ledger.last_steps if self.ledger is not None else {}
+        return MlflowBatchLogger(self.uri, self.run_id, flush_every_s, already_logged, self.spool if spool else None)
 
     def log_config(self, resolved: dict[str, Any], config_yaml: str, overrides: list[str]) -> None:
         """The resolved config as params (flattened, full values) and as YAML; the overrides as given."""
