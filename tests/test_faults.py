@@ -9,18 +9,21 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import signal
 import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
 import pytest
+import torch
 from mlflow import MlflowClient
 
-from conftest import TINY_DATA, TRAIN, cli_env, free_port, serving
+from conftest import TINY_DATA, TRAIN, cli_env, free_port, serving, start_training
 from pipeline.failpoints import FAILPOINT_ENV
 from pipeline.tracking.store import open_store
 
@@ -229,3 +232,50 @@ def test_a_tracking_server_outage_loses_no_metric_point_and_stores_none_twice(tm
     assert err.count("does not answer: training goes on") == 1 and err.count("answers again") == 1, err[-3000:]
     assert "Retrying" not in err and "Traceback" not in err
     assert not (tmp_path / "out" / "checkpoints" / run_id / "metrics-spool.jsonl").exists()
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 64 MB tmpfs (mounting needs root, which CI has): a disk the test can fill."""
+    mount_point = tmp_path / "disk"
+    mount_point.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mount_point)], capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("store_on", ["the full disk", "another disk"])  # which write finds it full: a metric or a checkpoint
+def test_a_run_that_fills_its_disk_ends_failed_with_one_line_and_its_last_checkpoint_intact(
+    store_on: str, tmp_path: Path, small_disk: Path
+) -> None:
+    out = small_disk / "out"
+    db = out / "mlflow.db" if store_on == "the full disk" else tmp_path / "mlflow.db"
+    overrides = [*TINY_DATA, "data.train_size=2048", "trainer.max_epochs=50", "trainer.threads=1", "tracking.log_model=false",
+                 "compression=none", f"paths.output_root={out}", f"tracking.uri=sqlite:///{db}"]  # fmt: skip
+    process, run_id = start_training(overrides, tmp_path)
+    last = out / "checkpoints" / run_id / "last.ckpt"
+    deadline = time.monotonic() + 180
+    while not last.is_file():
+        assert process.poll() is None and time.monotonic() < deadline, "no checkpoint written"
+        time.sleep(0.2)
+    free = os.statvfs(small_disk).f_bavail * os.statvfs(small_disk).f_frsize
+    assert last.stat().st_size > 64 * 1024
+    (small_disk / "filler").write_bytes(b"\0" * (free - 16 * 1024))  # 16 KB left: less than a checkpoint
+    process.wait(timeout=300)
+    log = "".join(process.log_lines)  # type: ignore[attr-defined]
+
+    assert process.returncode == 1, log[-3000:]
+    (error,) = [line for line in log.splitlines() if line.startswith("error:")] or [log[-4000:]]  # the checkpoint or the store finds it full
+    where = f"of the store {db}" if store_on == "the full disk" else f"writing {last}"
+    assert error == f"error: no space left on the device {where}: free some, then resume=<run id> continues from the last checkpoint", log[-4000:]
+    assert "Traceback" not in log, log
+    client = MlflowClient(f"sqlite:///{db}")  # the store is readable
+    run = client.get_run(run_id)
+    assert run.info.status == "FAILED" and run.data.tags["failure_reason"] == "DiskFull: " + error.removeprefix("error: ")
+    torch.load(last, map_location="cpu", weights_only=True)  # the last good checkpoint loads
+    assert [path.name for path in last.parent.iterdir() if path.name.endswith(".partial")] == []

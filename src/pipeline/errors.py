@@ -1,5 +1,7 @@
 """Errors the user can fix: reported as one line and a non-zero exit, never a traceback."""
 
+import errno
+
 
 def first_line(text: str) -> str:
     """The first non-empty line of a (library's) error message: what a one-line report shows."""
@@ -33,3 +35,15 @@ class CheckpointError(PipelineError):
 
 class TrainingDiverged(PipelineError):
     """The training loss became NaN / inf or exploded: a result of the config (often the learning rate), not a bug."""
+
+
+class DiskFull(PipelineError):
+    """A write found no space left (or the user's quota spent)."""
+
+
+def disk_full(err: OSError, folder: object) -> DiskFull | None:
+    """The one-line form of a write under ``folder`` that found the disk full; None for any other OS error."""
+    if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+        return None
+    where = f"writing {err.filename}" if err.filename else f"under {folder}"
+    return DiskFull(f"no space left on the device {where}: free some, then resume=<run id> continues from the last checkpoint")

@@ -28,7 +28,7 @@ from pipeline.config.schema import STEP_SCHEDULERS
 from pipeline.config.validation import validate
 from pipeline.distributed import launched_rank
 from pipeline.failpoints import failpoint
-from pipeline.errors import CheckpointError, ConfigError, PipelineError, RunInterrupted, TrainingDiverged, first_line
+from pipeline.errors import CheckpointError, ConfigError, PipelineError, RunInterrupted, TrainingDiverged, disk_full, first_line
 from pipeline.interrupts import received_signal
 from pipeline.search.trial import current_trial
 from pipeline.sweep import parent_run_id
@@ -79,13 +79,16 @@ def build_trainer(cfg: DictConfig, logger: Any, output_root: Path, run_id: str, 
     from pytorch_lightning.callbacks import ModelCheckpoint
 
     from pipeline.callbacks import LeaveProcessGroup, StopOnSignal
+    from pipeline.checkpoint_io import AtomicCheckpointIO
 
     strategy = cfg.trainer.strategy
     if strategy == "ddp" and parent_run_id() is not None:
         strategy = "ddp_spawn"
     # other DDP ranks get rank 0's folder from the checkpoint callback's setup (a broadcast)
     checkpoint_dir = output_root / "checkpoints" / run_id
-    checkpoint = ModelCheckpoint(dirpath=checkpoint_dir, filename="best", monitor="val/acc", mode="max", save_last=True)
+    checkpoint = ModelCheckpoint(dirpath=checkpoint_dir, filename="best", monitor="val/acc", mode="max")
+    # Lightning 2.6 writes `save_last` only when the best improved; a resume should lose at most one epoch
+    every_epoch = ModelCheckpoint(dirpath=checkpoint_dir, filename="last", monitor=None, enable_version_counter=False)
     trainer = pl.Trainer(
         accelerator=cfg.trainer.accelerator,
         devices=cfg.trainer.devices,
@@ -97,7 +100,8 @@ def build_trainer(cfg: DictConfig, logger: Any, output_root: Path, run_id: str, 
         log_every_n_steps=cfg.trainer.log_every_n_steps,
         gradient_clip_val=cfg.trainer.gradient_clip_val,
         logger=logger,
-        callbacks=[checkpoint, StopOnSignal(), LeaveProcessGroup(), *callbacks],
+        callbacks=[checkpoint, every_epoch, StopOnSignal(), LeaveProcessGroup(), *callbacks],  # the best first: ckpt_path="best"
+        plugins=[AtomicCheckpointIO()],
         default_root_dir=output_root,
         enable_progress_bar=sys.stderr.isatty(),
         enable_model_summary=False,
@@ -260,6 +264,14 @@ def print_summary(result: TrainResult) -> None:
         print(f"ui:      {result.tracking_uri}/#/experiments/{result.experiment_id}/runs/{result.run_id}")
 
 
+def report_failure(err: PipelineError) -> float:
+    """One line on stderr; a sweep's trial returns NaN (a failed trial), a single run exits 1."""
+    print(f"error: {err}", file=sys.stderr)
+    if parent_run_id() is not None:  # one bad trial must not end the sweep (and strand its parent run)
+        return float("nan")
+    raise SystemExit(1) from None
+
+
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 def _hydra_entry(cfg: DictConfig) -> float:
     try:
@@ -278,10 +290,11 @@ def _hydra_entry(cfg: DictConfig) -> float:
         else:
             result = train(cfg, overrides, extra_tags=tags, callbacks=callbacks)
     except PipelineError as err:
-        print(f"error: {err}", file=sys.stderr)
-        if parent_run_id() is not None:  # one bad trial must not end the sweep (and strand its parent run)
-            return float("nan")
-        raise SystemExit(1) from None
+        return report_failure(err)
+    except OSError as err:  # a checkpoint or an artifact that found the disk full
+        if (full := disk_full(err, cfg.paths.output_root)) is None:
+            raise
+        return report_failure(full)
     except (RunInterrupted, SystemExit):
         # Lightning ends a loop on SIGTERM with its own SystemExit (code 0) and on Ctrl-C with SystemExit(1)
         stop = received_signal()

@@ -28,6 +28,7 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from pipeline.errors import TrackingError
 from pipeline.tracking.spool import MetricSpool, answer_quickly, is_unreachable
+from pipeline.tracking.store import store_full
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -113,7 +114,10 @@ class MlflowBatchLogger(Logger):
     def send(self, metrics: list[Metric]) -> None:
         """Store ``metrics`` now, in batches of MLflow's limit (no spool)."""
         for start in range(0, len(metrics), _BATCH_LIMIT):
-            self._client.log_batch(self._run_id, metrics=metrics[start : start + _BATCH_LIMIT])
+            try:
+                self._client.log_batch(self._run_id, metrics=metrics[start : start + _BATCH_LIMIT])
+            except MlflowException as err:
+                raise store_full(err, self._uri) or err
 
     def _send_or_spool(self, batch: list[Metric]) -> None:
         """Deliver what waits in the spool (in order), then ``batch``; on a connection failure, spool ``batch``."""

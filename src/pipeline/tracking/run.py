@@ -26,13 +26,13 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 
 from pipeline.data.splits import ImageSplits
-from pipeline.errors import RunInterrupted, TrackingError, first_line
+from pipeline.errors import DiskFull, RunInterrupted, TrackingError, disk_full, first_line
 from pipeline.interrupts import received_signal
 from pipeline.provenance import GitState
 from pipeline.tracking.ledger import RunLedger
 from pipeline.tracking.logger import MlflowBatchLogger, flatten
 from pipeline.tracking.spool import MetricSpool, answer_quickly, is_unreachable
-from pipeline.tracking.store import ensure_experiment, is_server_uri
+from pipeline.tracking.store import ensure_experiment, is_server_uri, release_reserve
 
 # MLflow's datasets table stores digests of at most 36 characters; the full SHA-256 is a tag.
 _DATASET_DIGEST_CHARS = 32
@@ -122,6 +122,10 @@ class TrackedRun:
     def __exit__(
         self, exc_type: Optional[type[BaseException]], exc: Optional[BaseException], tb: Optional[TracebackType]
     ) -> None:
+        if isinstance(exc, OSError):
+            exc = disk_full(exc, self.output_root) or exc  # recorded as the one line the command prints
+        if isinstance(exc, DiskFull):
+            release_reserve(self.uri)
         try:
             with answer_quickly() if isinstance(exc, TrackingError) else contextlib.nullcontext():
                 self._end(exc)

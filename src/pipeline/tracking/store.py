@@ -25,10 +25,12 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from mlflow.store.db.utils import _get_latest_schema_revision, _get_schema_version
 
-from pipeline.errors import TrackingError, first_line
+from pipeline.errors import DiskFull, TrackingError, first_line
 
-# MLflow announces every schema migration of a new SQLite store at INFO: not news to a user.
-logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
+# MLflow announces every schema migration of a new SQLite store at INFO: not news to a user; and it
+# logs each database error with a traceback before raising it as an MlflowException, which the
+# pipeline reports in one line (a full disk, a busy file).
+logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
 logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
@@ -39,6 +41,16 @@ def resolve_tracking_uri(uri: Optional[str], output_root: Path) -> str:
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
         return f"sqlite:///{Path(uri.removeprefix('sqlite:///')).resolve()}"
     return uri
+
+
+def store_full(err: MlflowException, uri: str) -> DiskFull | None:
+    """The one-line form of a SQLite store that found its disk full; None for any other error."""
+    if "database or disk is full" not in str(err):
+        return None
+    return DiskFull(
+        f"no space left on the device of the store {uri.removeprefix('sqlite:///')}: "
+        "free some, then resume=<run id> continues from the last checkpoint"
+    )
 
 
 def is_server_uri(uri: str) -> bool:
@@ -115,6 +127,30 @@ def _repair_interrupted_migration(uri: str, db_path: Path) -> None:
         engine.dispose()
 
 
+RESERVE_BYTES = 1 << 20  # kept free beside a SQLite store: room to mark a run FAILED when its disk fills up
+
+
+def _reserve(db_path: Path) -> Path:
+    return db_path.with_name(db_path.name + ".reserve")
+
+
+def _keep_reserve(db_path: Path) -> None:
+    """Hold RESERVE_BYTES of real blocks (zeros, not a sparse file) beside the store, where there is room."""
+    reserve = _reserve(db_path)
+    if reserve.is_file() and reserve.stat().st_size == RESERVE_BYTES:
+        return
+    try:
+        reserve.write_bytes(b"\0" * RESERVE_BYTES)
+    except OSError:
+        reserve.unlink(missing_ok=True)  # no room now: the next open tries again
+
+
+def release_reserve(uri: str) -> None:
+    """The disk of the store is full: free the reserve so that the run's end (FAILED, its reason) can be written."""
+    if uri.startswith("sqlite:///"):
+        _reserve(Path(uri.removeprefix("sqlite:///"))).unlink(missing_ok=True)
+
+
 def open_store(uri: str) -> None:
     """Create a new SQLite store, or check an existing one, once per process and never two processes at once."""
     if not uri.startswith("sqlite:///") or uri in _opened:
@@ -130,6 +166,7 @@ def open_store(uri: str) -> None:
             client.search_registered_models(max_results=1)  # and the model registry's
         except MlflowException as err:
             raise TrackingError(f"tracking.uri={uri}: {first_line(str(err))}") from None
+        _keep_reserve(db_path)
     _opened.add(uri)
 
 
