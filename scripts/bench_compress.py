@@ -7,23 +7,19 @@ e.g.   .venv/bin/python scripts/bench_compress.py 3f2a... compression.latency_re
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 from pathlib import Path
 
+from pipeline.command_line import overrides_of, stored_run_parser
 from pipeline.compress.build import compress, nondeterministic_kernels_allowed
 from pipeline.compression import load_stored_model, settings_from
-from pipeline.config.compose import with_tracking_uri
 from pipeline.tracking.compression import format_table
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run_id")
-    parser.add_argument("overrides", nargs="*")
-    parser.add_argument("--tracking-uri", help="the same as the override tracking.uri=URI")
+    parser = stored_run_parser("bench_compress.py", __doc__.splitlines()[0], "the run whose best model is measured", "key=value or group=option changes")
     args = parser.parse_intermixed_args()
-    cfg, model, splits = load_stored_model(args.run_id, with_tracking_uri(args.overrides, args.tracking_uri))
+    cfg, model, splits = load_stored_model(args.run_id, overrides_of(args))
     settings = settings_from(cfg)
     with tempfile.TemporaryDirectory() as workdir, nondeterministic_kernels_allowed():
         report = compress(model, splits, settings, Path(workdir))

@@ -6,7 +6,6 @@ fp32 original on the run's test split, and logs everything into the run itself.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline.config.compose import with_tracking_uri
+from pipeline.command_line import overrides_of, stored_run_parser
 from pipeline.errors import PipelineError, TrackingError
 
 
@@ -106,17 +105,13 @@ def compress_stored_run(run_id: str, overrides: list[str]) -> Any:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="pipeline-compress", description=__doc__.splitlines()[0])
-    parser.add_argument("run_id", help="a FINISHED run whose best checkpoint is compressed")
-    parser.add_argument(
-        "overrides", nargs="*",
-        help="key=value or group=option changes, e.g. compression=quick or compression.variants=[int8_static,onnx_int8]; "
-        "tracking.uri= or paths.output_root= name the store holding the run (default: outputs/mlflow.db)",
+    parser = stored_run_parser(
+        "pipeline-compress", __doc__.splitlines()[0], "a FINISHED run whose best checkpoint is compressed",
+        "key=value or group=option changes, e.g. compression=quick or compression.variants=[int8_static,onnx_int8]",
     )  # fmt: skip
-    parser.add_argument("--tracking-uri", help="the same as the override tracking.uri=URI")
     args = parser.parse_intermixed_args(argv)
     try:
-        compress_stored_run(args.run_id, with_tracking_uri(args.overrides, args.tracking_uri))
+        compress_stored_run(args.run_id, overrides_of(args))
     except PipelineError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -8,13 +8,13 @@ of them changes the numbers. The exit code says whether the run reproduced.
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from pipeline.config.compose import store_location, stored_config, with_tracking_uri
+from pipeline.command_line import overrides_of, stored_run_parser
+from pipeline.config.compose import store_location, stored_config
 from pipeline.errors import PipelineError
 from pipeline.provenance import GitState, git_state
 
@@ -93,19 +93,15 @@ def rerun(run_id: str, overrides: list[str], allow_code_change: bool, tolerance:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="pipeline-rerun", description=__doc__.splitlines()[0])
-    parser.add_argument("run_id", help="the MLflow run to reproduce")
-    parser.add_argument(
-        "overrides", nargs="*",
-        help="key=value or group=option changes to the stored config (e.g. trainer.threads=1); tracking.uri= or "
-        "paths.output_root= name the store holding the run (default: outputs/mlflow.db), and the rerun goes there too",
+    parser = stored_run_parser(
+        "pipeline-rerun", __doc__.splitlines()[0], "the MLflow run to reproduce",
+        "key=value or group=option changes to the stored config (e.g. trainer.threads=1); the rerun goes to the same store",
     )  # fmt: skip
-    parser.add_argument("--tracking-uri", help="the same as the override tracking.uri=URI")
     parser.add_argument("--allow-code-change", action="store_true", help="rerun even if the code differs from the original's")
     parser.add_argument("--tolerance", type=float, default=0.0, help="largest absolute metric difference still counted as equal")
     args = parser.parse_intermixed_args(argv)
     try:
-        code = rerun(args.run_id, with_tracking_uri(args.overrides, args.tracking_uri), args.allow_code_change, args.tolerance)
+        code = rerun(args.run_id, overrides_of(args), args.allow_code_change, args.tolerance)
     except PipelineError as err:
         print(f"error: {err}", file=sys.stderr)
         code = 2

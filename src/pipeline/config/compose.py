@@ -46,11 +46,6 @@ def _is_group_choice(override: str) -> bool:
     return "." not in key and key != "hydra" and (CONF_DIR / key).is_dir()
 
 
-def with_tracking_uri(overrides: Sequence[str], tracking_uri: str | None) -> list[str]:
-    """The overrides, with a `--tracking-uri URI` option turned into the override it stands for."""
-    return [*overrides, f"tracking.uri={tracking_uri}"] if tracking_uri else list(overrides)
-
-
 def store_location(overrides: Sequence[str]) -> tuple[str | None, Path]:
     """The `tracking.uri` and `paths.output_root` these overrides give (the defaults' where they say nothing)."""
     where = [o for o in overrides if o.split("=", 1)[0] in ("tracking", "tracking.uri", "paths.output_root")]
