@@ -27,8 +27,8 @@ from pipeline.config.instantiate import safe_instantiate
 from pipeline.config.schema import STEP_SCHEDULERS
 from pipeline.config.validation import validate
 from pipeline.distributed import launched_rank
-from pipeline.failpoints import failpoint
 from pipeline.errors import CheckpointError, ConfigError, PipelineError, RunInterrupted, TrainingDiverged, disk_full, first_line
+from pipeline.failpoints import failpoint
 from pipeline.interrupts import received_signal
 from pipeline.search.trial import current_trial
 from pipeline.sweep import parent_run_id
