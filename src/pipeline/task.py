@@ -58,8 +58,19 @@ class ClassificationTask(pl.LightningModule):
         if stage == "test":
             self.test_samples(len(labels))
             self.log("test/samples", self.test_samples, on_step=False, on_epoch=True, batch_size=len(labels))
-        self.log(f"{stage}/acc", accuracy, on_step=False, on_epoch=True, prog_bar=stage == "val", batch_size=len(labels))
+        if stage != "train":  # train/acc is logged with the validation metrics: see on_validation_epoch_end
+            self.log(f"{stage}/acc", accuracy, on_step=False, on_epoch=True, prog_bar=stage == "val", batch_size=len(labels))
         return loss
+
+    def on_validation_epoch_end(self) -> None:
+        """The training epoch's accuracy, logged before the epoch's checkpoints are written.
+
+        Lightning logs training-epoch metrics only after the checkpoint callbacks ran, so a run
+        killed between the two lost that point for good (its resume starts after that epoch).
+        Validation metrics are logged before the checkpoints: train/acc goes with them.
+        """
+        if self.trainer.state.fn == "fit":
+            self.log("train/acc", self.accuracy["train_acc"], on_step=False, on_epoch=True)
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         return self._step(batch, "train")
