@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import re
 import signal
 import sqlite3
 import subprocess
@@ -23,9 +22,12 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from conftest import TINY_DATA, TRAIN, cli_env, free_port, serving, start_training
+from conftest import TINY_DATA, TRAIN, cli_env, free_port, run_training, serving, start_training
+from pipeline.config.compose import compose_config
+from pipeline.errors import CheckpointError
 from pipeline.failpoints import FAILPOINT_ENV
 from pipeline.tracking.store import open_store
+from pipeline.train import resume
 
 # What a run does with the store: open it (creating it if new), start a run, log, finish.
 # (the store's half of pipeline.tracking.run.TrackedRun, without its torch and Lightning imports)
@@ -279,3 +281,16 @@ def test_a_run_that_fills_its_disk_ends_failed_with_one_line_and_its_last_checkp
     assert run.info.status == "FAILED" and run.data.tags["failure_reason"] == "DiskFull: " + error.removeprefix("error: ")
     torch.load(last, map_location="cpu", weights_only=True)  # the last good checkpoint loads
     assert [path.name for path in last.parent.iterdir() if path.name.endswith(".partial")] == []
+
+
+def test_a_corrupt_last_checkpoint_is_one_line_and_leaves_the_run_as_it_was(tiny: list[str], output_root: Path, store: MlflowClient) -> None:
+    result = run_training([*tiny, "tracking.log_model=false"])
+    store.set_terminated(result.run_id, "KILLED")  # as a stopped run is left
+    last = output_root / "checkpoints" / result.run_id / "last.ckpt"
+    last.write_bytes(last.read_bytes()[:1000])  # truncated, as a copy cut short leaves it
+    with pytest.raises(CheckpointError) as refused:
+        resume(compose_config([f"resume={result.run_id}", f"paths.output_root={output_root}"]), [f"resume={result.run_id}"])
+    assert str(refused.value).startswith(f"resume={result.run_id}: {last} cannot be read (")
+    assert str(refused.value).endswith(f"the run is unchanged: train it again with `pipeline-rerun {result.run_id}`")
+    assert "\n" not in str(refused.value)
+    assert store.get_run(result.run_id).info.status == "KILLED"  # not reopened, not FAILED: still resumable once mended

@@ -30,7 +30,7 @@ from pipeline.errors import DiskFull, RunInterrupted, TrackingError, disk_full, 
 from pipeline.interrupts import received_signal
 from pipeline.provenance import GitState
 from pipeline.tracking.ledger import RunLedger
-from pipeline.tracking.logger import MlflowBatchLogger, flatten
+from pipeline.tracking.logger import MlflowBatchLogger
 from pipeline.tracking.spool import MetricSpool, answer_quickly, is_unreachable
 from pipeline.tracking.store import ensure_experiment, is_server_uri, release_reserve
 
