@@ -24,7 +24,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 from conftest import TRAIN, cli_env, free_port, serving
 from pipeline.config import REPO_ROOT
 
-# Chromium without its background connections: this machine's network refuses them (FIELD_NOTES)
+# Chromium without its background connections: this machine's network refuses them (docs/dependencies.md)
 CHROMIUM_FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
                   "--disable-dev-shm-usage", "--window-size=1500,950"]  # fmt: skip

@@ -73,7 +73,7 @@ def build_trainer(cfg: DictConfig, logger: Any, output_root: Path, run_id: str, 
     """The Lightning Trainer of ``cfg.trainer``, keeping the best (val/acc) and the last checkpoint of the run.
 
     Inside a sweep, `ddp` becomes `ddp_spawn`: `ddp` re-launches the command line, and a
-    re-launched `-m` command would run the whole sweep again (FIELD_NOTES).
+    re-launched `-m` command would run the whole sweep again (docs/dependencies.md).
     """
     import pytorch_lightning as pl
     from pytorch_lightning.callbacks import ModelCheckpoint

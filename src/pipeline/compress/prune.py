@@ -1,6 +1,6 @@
 """Global magnitude (L1) pruning, optional fine-tuning with the masks in place, then made permanent.
 
-Unstructured zeros do not make dense kernels faster (FIELD_NOTES: sparse matmul was slower
+Unstructured zeros do not make dense kernels faster (docs/dependencies.md: sparse matmul was slower
 even at 95% zeros): pruning buys size once the saved weights are compressed (gzip).
 """
 

@@ -82,7 +82,7 @@ def open_study(
     url: str, name: str, direction: str, sampler: Mapping[str, Any] | None, heartbeat_interval: int, max_retry: int
 ) -> optuna.Study:
     """Create or load the study. A seeded sampler is seeded with seed + trials so far: a resumed
-    study must not re-propose the start-up points it has already tried (FIELD_NOTES)."""
+    study must not re-propose the start-up points it has already tried (docs/dependencies.md)."""
     instantiate_optuna(sampler, "sampler")  # a bad sampler is reported before any study is written
     storage = _storage(url, heartbeat_interval, max_retry)
     study = optuna.create_study(storage=storage, study_name=name, direction=direction, load_if_exists=True)

@@ -1,6 +1,6 @@
 """Log a compression report to the open MLflow run: metrics, models, one table, one figure, registry.
 
-Formats, by what loads back (FIELD_NOTES): fp32 / pruned / half precision modules go through
+Formats, by what loads back (docs/dependencies.md): fp32 / pruned / half precision modules go through
 torch.export (`pt2`); statically quantized int8 modules cannot be exported or pickled, so their
 int8 state dict is logged with a pyfunc wrapper that rebuilds the module from the run's config;
 dynamically quantized modules are pickled; ONNX models use MLflow's onnx flavor.

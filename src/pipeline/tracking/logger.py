@@ -1,6 +1,6 @@
 """A Lightning logger that writes metrics to one MLflow run in batches.
 
-One `log_batch` call costs about what one `log_metric` call does (FIELD_NOTES: 500 single
+One `log_batch` call costs about what one `log_metric` call does (docs/dependencies.md: 500 single
 calls 2.5 s on SQLite, one batch 0.25 s), so metrics are buffered and flushed every
 ``flush_every_s`` seconds, whenever a checkpoint is saved (so the store never lags behind
 a checkpoint a run could resume from), and when training ends. Each metric is written at most

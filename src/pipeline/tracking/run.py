@@ -73,7 +73,7 @@ def quiet_export_warnings() -> Iterator[None]:
         warnings.filterwarnings("ignore", message=r"No complete tensor found in the group")
         # torch's own pickling of quantized modules (the pickled int8 variants) uses the old storage API
         warnings.filterwarnings("ignore", message=r"TypedStorage is deprecated")
-        # MLflow warns about pickled models (dynamic int8 cannot be exported, FIELD_NOTES; the static int8
+        # MLflow warns about pickled models (dynamic int8 cannot be exported, docs/dependencies.md; the static int8
         # pyfunc is a small class loading weights_only state) and logs each signature check at INFO
         for logger in chatty:
             logger.setLevel(logging.ERROR)
