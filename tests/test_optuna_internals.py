@@ -12,8 +12,9 @@ from pipeline.search.optuna_internals import backend_of, storage_of, study_id_of
 from pipeline.search.study import Heartbeats, fail_lost_trials, open_study, trials_done, trials_running
 
 
-def _study(tmp_path: Path):
-    return open_study(f"sqlite:///{tmp_path / 'optuna.db'}", "s", "maximize", None, heartbeat_interval=1, max_retry=3)
+def _study(tmp_path: Path, heartbeat_interval: int = 1):
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    return open_study(url, "s", "maximize", None, heartbeat_interval=heartbeat_interval, max_retry=3)
 
 
 def test_a_trial_killed_before_its_first_heartbeat_is_failed_and_retried_after_the_grace_period(tmp_path: Path) -> None:
@@ -32,12 +33,16 @@ def test_a_trial_killed_before_its_first_heartbeat_is_failed_and_retried_after_t
 
 
 def test_a_trial_with_a_live_heartbeat_is_not_lost_however_old(tmp_path: Path) -> None:
-    study = _study(tmp_path)
+    study = _study(tmp_path, heartbeat_interval=2)
     trial = study.ask()
-    with Heartbeats(study, interval=1) as heartbeats:
+    with Heartbeats(study, interval=2) as heartbeats:
         heartbeats.add(trial_id_of(trial))
-        time.sleep(3)
-        assert fail_lost_trials(_study(tmp_path)) == []
+        time.sleep(5)
+        assert fail_lost_trials(_study(tmp_path, heartbeat_interval=2)) == []
     assert backend_of(study).trials_without_heartbeat(study_id_of(study)) == []
-    time.sleep(2.5)  # its heartbeat stopped with the process's heartbeat thread
-    assert [t.number for t in fail_lost_trials(_study(tmp_path))] == [trial.number]
+    # its heartbeat stopped with the process's heartbeat thread: lost once the grace period passed
+    deadline, lost = time.monotonic() + 30, []
+    while not lost and time.monotonic() < deadline:
+        time.sleep(0.5)
+        lost = fail_lost_trials(_study(tmp_path, heartbeat_interval=2))
+    assert [t.number for t in lost] == [trial.number]

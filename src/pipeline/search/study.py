@@ -122,10 +122,12 @@ def fail_and_retry(study: optuna.Study, trial: optuna.Trial) -> None:
 
 
 class Heartbeats:
-    """A thread that records a heartbeat every `interval` s for each trial this process has running."""
+    """A thread that records a heartbeat for each trial this process has running, twice per `interval`:
+    SQLite keeps heartbeats to the second and a busy machine delays a beat, either of which would
+    otherwise bring a live trial near the `2 x interval` after which it counts as lost."""
 
-    def __init__(self, study: optuna.Study, interval: int) -> None:
-        self._storage, self._interval = storage_of(study), interval
+    def __init__(self, study: optuna.Study, interval: float) -> None:
+        self._storage, self._interval = storage_of(study), interval / 2
         self._trial_ids: set[int] = set()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, name="optuna-heartbeats", daemon=True)
