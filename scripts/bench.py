@@ -3,7 +3,7 @@
 
 1. Training throughput: a bare PyTorch loop (same model, data tensors, batch size, optimizer,
    threads; a validation pass per epoch like the pipeline's; no framework, no tracking)
-   against `pipeline.train` with its default tracking, alternated round by round. Both are
+   against `pipeline-train` with its default tracking, alternated round by round. Both are
    timed from the end of the first training step to the end of the last validation pass.
 2. Start-up: process start to the first training step of `pipeline-train`, against
    `python -c "import torch"` plus loading the embedded data set.
@@ -34,7 +34,8 @@ from pipeline.config.compose import compose_config
 from pipeline.config.instantiate import safe_instantiate
 from pipeline.tracking.logger import MlflowBatchLogger
 from pipeline.tracking.store import ensure_experiment
-from pipeline.train import build_model, train
+from pipeline.models.build import build_model
+from pipeline.workflows.train import train
 
 PYTHON = sys.executable
 
@@ -69,7 +70,7 @@ def bare_loop_samples_per_s(overrides: list[str]) -> float:
 
 
 def pipeline_samples_per_s(overrides: list[str], output_root: Path) -> float:
-    """Train through `pipeline.train`; the same window, read from the metric timestamps in the store."""
+    """Train through `pipeline-train`; the same window, read from the metric timestamps in the store."""
     cfg = compose_config([*overrides, f"paths.output_root={output_root}"])
     result = train(cfg, overrides)
     client = MlflowClient(result.tracking_uri)
@@ -105,7 +106,7 @@ def bench_throughput(models: list[str], data: list[str], epochs: int, rounds: in
 def first_step_seconds(overrides: list[str], output_root: Path) -> float:
     started = time.time()
     subprocess.run(
-        [PYTHON, "-m", "pipeline.train", *overrides, f"paths.output_root={output_root}"],
+        [PYTHON, "-m", "pipeline.cli.train", *overrides, f"paths.output_root={output_root}"],
         check=True, capture_output=True, text=True,
     )  # fmt: skip
     client = MlflowClient(f"sqlite:///{output_root / 'mlflow.db'}")
@@ -169,7 +170,7 @@ def bench_sweep(trials: int, data: list[str], scratch: Path) -> None:
 
     def multirun(seed_list: list[int], output_root: Path, threads: str | None) -> subprocess.Popen:
         extra = [f"trainer.threads={threads}"] if threads else []
-        command = [PYTHON, "-m", "pipeline.train", "-m", f"seed={','.join(map(str, seed_list))}", *base, *extra]
+        command = [PYTHON, "-m", "pipeline.cli.train", "-m", f"seed={','.join(map(str, seed_list))}", *base, *extra]
         return subprocess.Popen([*command, f"paths.output_root={output_root}"], stdout=subprocess.DEVNULL)
 
     results = {}

@@ -10,10 +10,10 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from pipeline.command_line import overrides_of, stored_run_parser
+from pipeline.cli.arguments import overrides_of, stored_run_parser
 from pipeline.compress.build import compress, nondeterministic_kernels_allowed
-from pipeline.compression import load_stored_model, settings_from
-from pipeline.tracking.compression import format_table
+from pipeline.workflows.compress import load_stored_model, settings_from
+from pipeline.tracking.compressed_models import format_table
 
 
 def main() -> None:

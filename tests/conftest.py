@@ -18,9 +18,9 @@ import pytest
 from mlflow import MlflowClient
 
 from pipeline.config.compose import compose_config
-from pipeline.train import TrainResult, train
+from pipeline.workflows.train import TrainResult, train
 
-TRAIN = [sys.executable, "-m", "pipeline.train"]
+TRAIN = [sys.executable, "-m", "pipeline.cli.train"]
 TINY_DATA = ["data=synthetic", "data.train_size=96", "data.val_size=32", "data.test_size=64", "data.batch_size=32"]
 
 

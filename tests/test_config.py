@@ -58,6 +58,7 @@ def test_scheduler_interpolations_follow_their_sources() -> None:
         (["model.dropout=1.5"], "model.dropout: must be in [0, 1)"),
         (["model=transformer", "model.num_heads=3"], "model.d_model: 128 is not divisible by model.num_heads=3"),
         (["data.batch_size=0"], "data.batch_size: must be > 0"),
+        (["trainer=ddp", "data.batch_size=33"], "data.batch_size: 33 must divide evenly over the 2 DDP processes"),
         (["data=mnist", "data.dataset=svhn"], "data.dataset: unknown data set 'svhn'"),
         (["tracking.experiment=???"], "tracking.experiment: missing value"),
     ],

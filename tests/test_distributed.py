@@ -69,7 +69,7 @@ def test_two_nodes_started_by_torchrun_on_localhost_give_one_run(tmp_path: Path)
                 "--master-addr=127.0.0.1", f"--master-port={port}", "--rdzv-id=two-nodes"]  # fmt: skip
     nodes = [
         subprocess.Popen(
-            [*torchrun, f"--node-rank={node}", "-m", "pipeline.train", "trainer=multinode", *SMALL, f"paths.output_root={out}"],
+            [*torchrun, f"--node-rank={node}", "-m", "pipeline.cli.train", "trainer=multinode", *SMALL, f"paths.output_root={out}"],
             cwd=tmp_path, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
         for node in (0, 1)

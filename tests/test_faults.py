@@ -27,7 +27,7 @@ from pipeline.config.compose import compose_config
 from pipeline.errors import CheckpointError
 from pipeline.failpoints import FAILPOINT_ENV
 from pipeline.tracking.store import open_store
-from pipeline.train import resume
+from pipeline.workflows.train import resume
 
 # What a run does with the store: open it (creating it if new), start a run, log, finish.
 # (the store's half of pipeline.tracking.run.TrackedRun, without its torch and Lightning imports)
@@ -124,7 +124,7 @@ def test_a_store_with_runs_stuck_mid_migration_is_one_line_with_the_fix(tmp_path
     )
 
 
-PHASES = ["fit", "test", "figures", "model", "compression", "registry"]  # the failpoints of pipeline.train / tracking.compression
+PHASES = ["fit", "test", "figures", "model", "compression", "registry"]  # the failpoints of pipeline.workflows.train / tracking.compressed_models
 
 
 def _histories(client: MlflowClient, run_id: str) -> dict[str, list[int]]:

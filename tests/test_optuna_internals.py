@@ -1,4 +1,4 @@
-"""The private Optuna API the sweeper relies on (pipeline.search.optuna_internals): an upgrade that changes it fails here."""
+"""The private Optuna API the sweeper relies on (pipeline.sweeps.optuna_internals): an upgrade that changes it fails here."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
-from pipeline.search.optuna_internals import backend_of, storage_of, study_id_of, trial_id_of
-from pipeline.search.study import Heartbeats, fail_lost_trials, open_study, trials_done, trials_running
+from pipeline.sweeps.optuna_internals import backend_of, storage_of, study_id_of, trial_id_of
+from pipeline.sweeps.study import Heartbeats, fail_lost_trials, open_study, trials_done, trials_running
 
 
 def _study(tmp_path: Path, heartbeat_interval: int = 1):

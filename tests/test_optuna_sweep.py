@@ -16,8 +16,8 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 
 from conftest import TINY_DATA, TRAIN, cli_env
 from pipeline.errors import ConfigError
-from pipeline.search.space import search_space
-from pipeline.search.study import study_name
+from pipeline.sweeps.space import search_space
+from pipeline.sweeps.study import study_name
 
 SEARCH = ["hydra/sweeper=optuna", "optimizer.lr=tag(log, interval(1e-4, 1e-2))", "model=cnn,mlp"]
 TRIAL = [*TINY_DATA, "compression=none", "tracking.log_model=false"]

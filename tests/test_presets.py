@@ -7,7 +7,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline.config import CONF_DIR
-from pipeline.sweep import OPTUNA_SWEEPER
+from pipeline.sweeps.parent_run import OPTUNA_SWEEPER
 
 
 def compose_with_hydra(overrides: list[str]) -> DictConfig:

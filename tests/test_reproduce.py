@@ -13,7 +13,7 @@ from mlflow import MlflowClient
 
 from conftest import TINY_DATA, TRAIN, cli_env, run_training, start_training
 from pipeline.errors import ConfigError, DataError
-from pipeline.rerun import CODE_CHANGED_EXIT, NOT_REPRODUCED_EXIT, rerun
+from pipeline.workflows.rerun import CODE_CHANGED_EXIT, NOT_REPRODUCED_EXIT, rerun
 
 
 def store_uri(output_root: Path) -> str:

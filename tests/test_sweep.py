@@ -8,7 +8,7 @@ from pathlib import Path
 from mlflow import MlflowClient
 
 from conftest import TINY_DATA, TRAIN, cli_env
-from pipeline.sweep import swept_keys
+from pipeline.sweeps.parent_run import swept_keys
 
 
 def test_swept_keys_are_the_overrides_with_several_values() -> None:

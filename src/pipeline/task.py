@@ -13,9 +13,13 @@ from typing import Any, Optional
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from omegaconf import DictConfig
 from torch import nn
 from torchmetrics import MeanMetric, SumMetric
 from torchmetrics.classification import MulticlassAccuracy
+
+from pipeline.config.instantiate import safe_instantiate
+from pipeline.config.schema import STEP_SCHEDULERS
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
@@ -90,3 +94,10 @@ class ClassificationTask(pl.LightningModule):
         else:
             scheduler = self.scheduler_factory(optimizer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": self.scheduler_interval}}
+
+
+def build_task(cfg: DictConfig, model: nn.Module, num_classes: int) -> ClassificationTask:
+    """The task of a config: its optimizer and (per step or per epoch) learning-rate schedule."""
+    scheduler = safe_instantiate(cfg.scheduler, "scheduler") if cfg.scheduler is not None else None
+    interval = "step" if cfg.scheduler is not None and cfg.scheduler._target_ in STEP_SCHEDULERS else "epoch"
+    return ClassificationTask(model, num_classes, safe_instantiate(cfg.optimizer, "optimizer"), scheduler, interval)

@@ -25,7 +25,7 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline.errors import ConfigError, PipelineError, first_line
-from pipeline.search.trial import PRUNED_AT, STUDY_ENV, TRIAL_ID_ENV, TRIAL_NUMBER_ENV
+from pipeline.sweeps.trial import PRUNED_AT, STUDY_ENV, TRIAL_ID_ENV, TRIAL_NUMBER_ENV
 
 log = logging.getLogger("pipeline")
 
@@ -51,7 +51,7 @@ class OptunaSweeper(Sweeper):
         self.n_trials, self.n_jobs, self.direction = n_trials, n_jobs, direction
         self.storage, self.study_name = storage, study_name
         self.sampler = OmegaConf.to_container(sampler, resolve=True) if sampler else None
-        # `pruner` is read by each trial from its own copy of this config (pipeline.search.trial)
+        # `pruner` is read by each trial from its own copy of this config (pipeline.sweeps.trial)
         self.heartbeat_interval, self.max_retry = heartbeat_interval, max_retry
         self.params = {str(key): str(value) for key, value in (params or {}).items()}
         self.config: Optional[DictConfig] = None
@@ -74,7 +74,7 @@ class OptunaSweeper(Sweeper):
 
     def sweep(self, arguments: list[str]) -> Any:
         """Run the search; bad input ends it with one line, and its parent run FAILED with the reason."""
-        from pipeline.sweep import abandon_parent
+        from pipeline.sweeps.parent_run import abandon_parent
         from pipeline.tracking.store import resolve_tracking_uri
 
         assert self.config is not None
@@ -87,9 +87,9 @@ class OptunaSweeper(Sweeper):
             raise SystemExit(2) from None
 
     def _search(self, arguments: list[str], uri: str) -> list[JobReturn]:
-        from pipeline.search.space import search_space
-        from pipeline.search.study import Heartbeats, open_study, study_name, trials_done
-        from pipeline.sweep import parent_run_id
+        from pipeline.sweeps.space import search_space
+        from pipeline.sweeps.study import Heartbeats, open_study, study_name, trials_done
+        from pipeline.sweeps.parent_run import parent_run_id
 
         assert self.config is not None
         self._check()
@@ -116,8 +116,8 @@ class OptunaSweeper(Sweeper):
         if complete:
             log.info("optuna study %s: best trial %d, value %.4f, %s", study.study_name, study.best_trial.number, study.best_value, study.best_params)
         if parent and complete:
-            from pipeline.search.figures import study_figures
-            from pipeline.tracking.sweep import log_parent_figures
+            from pipeline.sweeps.figures import study_figures
+            from pipeline.tracking.sweep_runs import log_parent_figures
 
             log_parent_figures(uri, parent, study_figures(study))
 
@@ -142,8 +142,8 @@ class _Search:
     def run(self) -> list[JobReturn]:
         from concurrent.futures import FIRST_COMPLETED, wait
 
-        from pipeline.search.optuna_internals import trial_id_of
-        from pipeline.search.study import fail_and_retry, trials_done, trials_running
+        from pipeline.sweeps.optuna_internals import trial_id_of
+        from pipeline.sweeps.study import fail_and_retry, trials_done, trials_running
 
         streaming = hasattr(self.launcher, "submit")
         in_flight: dict[Any, Any] = {}  # future -> trial
@@ -189,8 +189,8 @@ class _Search:
             )
 
     def _fail_lost(self) -> None:
-        from pipeline.search.study import fail_lost_trials
-        from pipeline.tracking.sweep import fail_lost_trial_runs
+        from pipeline.sweeps.study import fail_lost_trials
+        from pipeline.tracking.sweep_runs import fail_lost_trial_runs
 
         lost = fail_lost_trials(self.study)
         if lost and self.parent:
@@ -200,7 +200,7 @@ class _Search:
         """Ask for ``count`` trials; return those whose overrides compose (the others fail alone, at once)."""
         from optuna.trial import TrialState
 
-        from pipeline.search.optuna_internals import trial_id_of
+        from pipeline.sweeps.optuna_internals import trial_id_of
 
         started = []
         for _ in range(count):
@@ -221,8 +221,8 @@ class _Search:
         return started
 
     def _tell(self, trial: Any, result: JobReturn) -> None:
-        from pipeline.search.optuna_internals import trial_id_of
-        from pipeline.tracking.sweep import tag_trial_run
+        from pipeline.sweeps.optuna_internals import trial_id_of
+        from pipeline.tracking.sweep_runs import tag_trial_run
 
         state = self._told_state(trial, result)
         self.heartbeats.discard(trial_id_of(trial))
@@ -235,7 +235,7 @@ class _Search:
         """Tell Optuna how the trial ended (pruned, failed, or its objective); return that state's name."""
         from optuna.trial import TrialState
 
-        from pipeline.search.optuna_internals import storage_of, trial_id_of
+        from pipeline.sweeps.optuna_internals import storage_of, trial_id_of
 
         value = result._return_value if result.status == JobStatus.COMPLETED else None
         if result.status != JobStatus.COMPLETED:

@@ -1,4 +1,4 @@
 """Compressed variants of a trained model (pruned, int8, half precision, ONNX), built and measured.
 
-No MLflow here: `pipeline.tracking.compression` logs what these modules produce.
+No MLflow here: `pipeline.tracking.compressed_models` logs what these modules produce.
 """

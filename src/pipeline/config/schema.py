@@ -410,6 +410,12 @@ class TrainConfig:
     def check(self) -> None:
         # numpy's generator takes 32-bit unsigned seeds; Lightning only says so with a traceback
         _require(0 <= self.seed < 2**32, "seed", f"must be in [0, 2**32), got {self.seed}")
+        processes = self.trainer.devices * self.trainer.num_nodes  # each DDP process loads batch_size / processes
+        _require(
+            self.data.batch_size % processes == 0,
+            "data.batch_size",
+            f"{self.data.batch_size} must divide evenly over the {processes} DDP processes (trainer.devices x trainer.num_nodes)",
+        )
 
 
 # The schemas each target-carrying section may pick from. Their targets are also the

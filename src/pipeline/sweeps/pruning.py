@@ -7,7 +7,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 
-from pipeline.search.trial import PRUNED_AT, TrialLink
+from pipeline.sweeps.trial import PRUNED_AT, TrialLink
 
 
 def per_epoch_objective(objective: str) -> tuple[str, bool]:
@@ -40,7 +40,7 @@ class ReportToOptuna(pl.Callback):
         if self._trial is None:
             import optuna
 
-            from pipeline.search.study import instantiate_optuna
+            from pipeline.sweeps.study import instantiate_optuna
 
             pruner = instantiate_optuna(self.link.pruner, "pruner") or optuna.pruners.NopPruner()
             study = optuna.load_study(study_name=self.link.study, storage=self.link.storage, pruner=pruner)

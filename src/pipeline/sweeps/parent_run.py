@@ -45,7 +45,7 @@ def abandon_parent(uri: str, status: str, reason: str) -> None:
     """End the sweep's parent run before its last trial, with the reason (the at-exit net then leaves it alone)."""
     run_id = os.environ.pop(PARENT_RUN_ENV, None)
     if run_id:
-        from pipeline.tracking.sweep import end_parent
+        from pipeline.tracking.sweep_runs import end_parent
 
         end_parent(uri, run_id, status, reason)
 
@@ -58,7 +58,7 @@ def optuna_study(config: DictConfig) -> str | None:
     sweeper = config.hydra.sweeper
     if sweeper.get("_target_") != OPTUNA_SWEEPER:
         return None
-    from pipeline.search.study import study_name
+    from pipeline.sweeps.study import study_name
 
     params = {str(key): str(value) for key, value in (sweeper.params or {}).items()}
     return study_name(sweeper.study_name, params, list(config.hydra.overrides.task), config.sweep.objective, sweeper.direction)
@@ -73,7 +73,7 @@ def searched_overrides(config: DictConfig) -> list[str]:
 class SweepParentRun(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from pipeline.tracking.store import resolve_tracking_uri
-        from pipeline.tracking.sweep import open_parent
+        from pipeline.tracking.sweep_runs import open_parent
 
         # HydraConfig is not set yet at this point
         output_root = Path(config.paths.output_root)
@@ -88,7 +88,7 @@ class SweepParentRun(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from pipeline.tracking.store import resolve_tracking_uri
-        from pipeline.tracking.sweep import close_parent
+        from pipeline.tracking.sweep_runs import close_parent
 
         run_id = os.environ.pop(PARENT_RUN_ENV, None)
         if run_id:

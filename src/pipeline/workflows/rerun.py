@@ -1,4 +1,4 @@
-"""`pipeline-rerun RUN_ID`: rebuild a stored run, train it again, and compare every final metric.
+"""Rebuild a stored run, train it again, and compare every final metric (`pipeline-rerun RUN_ID`).
 
 The stored config is validated against the schema and instantiated through the allowlist
 like any other; the code version (commit and uncommitted diff) and the data digest must
@@ -13,10 +13,11 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from pipeline.command_line import overrides_of, stored_run_parser
 from pipeline.config.compose import store_location, stored_config
-from pipeline.errors import PipelineError
 from pipeline.provenance import GitState, git_state
+from pipeline.tracking.store import resolve_tracking_uri
+from pipeline.tracking.stored_runs import fetch_run
+from pipeline.workflows.train import train
 
 CODE_CHANGED_EXIT = 3
 NOT_REPRODUCED_EXIT = 1
@@ -60,10 +61,7 @@ def compare_metrics(original: Mapping[str, float], rerun: Mapping[str, float], t
 
 
 def rerun(run_id: str, overrides: list[str], allow_code_change: bool, tolerance: float) -> int:
-    from pipeline.tracking.store import resolve_tracking_uri
-    from pipeline.tracking.stored import fetch_run
-    from pipeline.train import train
-
+    """Train the stored run again and print the comparison; the exit code says whether it reproduced."""
     uri = resolve_tracking_uri(*store_location(overrides))
     stored = fetch_run(uri, run_id)
 
@@ -90,23 +88,3 @@ def rerun(run_id: str, overrides: list[str], allow_code_change: bool, tolerance:
     print(table)
     print("reproduced: every metric within" if reproduced else "NOT reproduced: metrics differ beyond", f"tolerance {tolerance:g}")
     return 0 if reproduced else NOT_REPRODUCED_EXIT
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = stored_run_parser(
-        "pipeline-rerun", __doc__.splitlines()[0], "the MLflow run to reproduce",
-        "key=value or group=option changes to the stored config (e.g. trainer.threads=1); the rerun goes to the same store",
-    )  # fmt: skip
-    parser.add_argument("--allow-code-change", action="store_true", help="rerun even if the code differs from the original's")
-    parser.add_argument("--tolerance", type=float, default=0.0, help="largest absolute metric difference still counted as equal")
-    args = parser.parse_intermixed_args(argv)
-    try:
-        code = rerun(args.run_id, overrides_of(args), args.allow_code_change, args.tolerance)
-    except PipelineError as err:
-        print(f"error: {err}", file=sys.stderr)
-        code = 2
-    raise SystemExit(code)
-
-
-if __name__ == "__main__":
-    main()

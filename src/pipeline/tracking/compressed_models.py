@@ -16,10 +16,13 @@ import mlflow
 import numpy as np
 import torch
 from mlflow.models import infer_signature
+from omegaconf import OmegaConf
 
-from pipeline.compress.build import Report
-from pipeline.compress.variants import Variant
+from pipeline.compress.build import Report, nondeterministic_kernels_allowed
+from pipeline.compress.variants import Variant, rebuild_static
+from pipeline.config.validation import validate
 from pipeline.failpoints import failpoint
+from pipeline.models.build import build_model
 from pipeline.tracking.ledger import RunLedger
 from pipeline.tracking.run import pip_requirements, quiet_export_warnings
 from pipeline.tracking.store import register_model
@@ -29,12 +32,6 @@ class QuantizedClassifier(mlflow.pyfunc.PythonModel):
     """Serves a statically quantized model: rebuilt from the run's config, then its int8 state dict."""
 
     def load_context(self, context: Any) -> None:
-        from omegaconf import OmegaConf
-
-        from pipeline.compress.variants import rebuild_static
-        from pipeline.config.validation import validate
-        from pipeline.train import build_model
-
         cfg = validate(OmegaConf.load(context.artifacts["config"]))
         input_shape = tuple(int(size) for size in Path(context.artifacts["input_shape"]).read_text().split())
         num_classes = int(Path(context.artifacts["num_classes"]).read_text())
@@ -43,8 +40,6 @@ class QuantizedClassifier(mlflow.pyfunc.PythonModel):
         self.model = rebuild_static(model, state, input_shape)
 
     def predict(self, context: Any, model_input: np.ndarray, params: dict | None = None) -> np.ndarray:
-        from pipeline.compress.build import nondeterministic_kernels_allowed
-
         with torch.inference_mode(), nondeterministic_kernels_allowed():
             return self.model(torch.as_tensor(np.asarray(model_input, dtype=np.float32))).numpy()
 

@@ -1,26 +1,33 @@
-"""Compression of a trained model, after training or later: `pipeline-compress RUN_ID [key=value ...]`.
+"""Compression of a trained model, after training or later (`pipeline-compress RUN_ID`).
 
-Builds the variants listed in the config's `compression` section, measures them against the
-fp32 original on the run's test split, and logs everything into the run itself.
+Builds the variants listed in the config's `compression` section (pipeline.compress), measures
+them against the fp32 original on the run's test split, and logs everything into the run itself
+(pipeline.tracking.compressed_models).
 """
 
 from __future__ import annotations
 
-import sys
 import tempfile
 from pathlib import Path
-from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline.command_line import overrides_of, stored_run_parser
-from pipeline.errors import PipelineError, TrackingError
+from pipeline.compress.build import Report, Settings, compress, nondeterministic_kernels_allowed
+from pipeline.config.compose import store_location, stored_config
+from pipeline.config.instantiate import safe_instantiate
+from pipeline.config.validation import validate
+from pipeline.data.splits import ImageSplits
+from pipeline.errors import TrackingError
+from pipeline.models.build import build_model
+from pipeline.tracking.compressed_models import format_table, log_report
+from pipeline.tracking.ledger import RunLedger
+from pipeline.tracking.run import TrackedRun
+from pipeline.tracking.store import resolve_tracking_uri
+from pipeline.tracking.stored_runs import download_artifact, fetch_run
 
 
-def settings_from(cfg: DictConfig) -> Any:
-    from pipeline.compress.build import Settings
-
+def settings_from(cfg: DictConfig) -> Settings:
     compression = cfg.compression
     return Settings(
         variants=list(compression.variants),
@@ -39,14 +46,13 @@ def registered_model_name(cfg: DictConfig) -> str:
     return f"{cfg.tracking.experiment}-{cfg.model._target_.rsplit('.', 1)[-1].lower()}"
 
 
-def compress_and_log(cfg: DictConfig, model: torch.nn.Module, splits: Any, original_uri: str | None, ledger: Any = None) -> Any:
+def compress_and_log(
+    cfg: DictConfig, model: torch.nn.Module, splits: ImageSplits, original_uri: str | None, ledger: RunLedger | None = None
+) -> Report:
     """Make, measure and log the variants into the open MLflow run; print the table; return the report.
 
     With a ``ledger`` (a resumed run), what an earlier process already logged is not logged again.
     """
-    from pipeline.compress.build import compress, nondeterministic_kernels_allowed
-    from pipeline.tracking.compression import format_table, log_report
-
     with tempfile.TemporaryDirectory() as workdir, nondeterministic_kernels_allowed():
         report = compress(model, splits, settings_from(cfg), Path(workdir))
         log_report(
@@ -64,22 +70,14 @@ def compress_and_log(cfg: DictConfig, model: torch.nn.Module, splits: Any, origi
 
 def load_trained_model(cfg: DictConfig, checkpoint: Path, image_shape: tuple[int, ...], num_classes: int) -> torch.nn.Module:
     """The run's best weights, read from its Lightning checkpoint with ``weights_only=True``."""
-    from pipeline.train import build_model
-
     model = build_model(cfg, image_shape, num_classes)
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
     model.load_state_dict({key.removeprefix("model."): value for key, value in state.items() if key.startswith("model.")})
     return model.eval()
 
 
-def load_stored_model(run_id: str, overrides: list[str]) -> tuple[DictConfig, torch.nn.Module, Any]:
+def load_stored_model(run_id: str, overrides: list[str]) -> tuple[DictConfig, torch.nn.Module, ImageSplits]:
     """A FINISHED run's config (with ``key=value`` / ``group=option`` overrides), best model and data splits."""
-    from pipeline.config.compose import store_location, stored_config
-    from pipeline.config.instantiate import safe_instantiate
-    from pipeline.config.validation import validate
-    from pipeline.tracking.store import resolve_tracking_uri
-    from pipeline.tracking.stored import download_artifact, fetch_run
-
     uri = resolve_tracking_uri(*store_location(overrides))
     stored = fetch_run(uri, run_id)
     if stored.status != "FINISHED":
@@ -95,27 +93,8 @@ def load_stored_model(run_id: str, overrides: list[str]) -> tuple[DictConfig, to
     return cfg, model, splits
 
 
-def compress_stored_run(run_id: str, overrides: list[str]) -> Any:
+def compress_stored_run(run_id: str, overrides: list[str]) -> Report:
     """Compress a stored run's best model and log the variants into that run (reopened, then FINISHED again)."""
-    from pipeline.tracking.run import TrackedRun
-
     cfg, model, splits = load_stored_model(run_id, overrides)
     with TrackedRun(cfg.tracking.uri, cfg.tracking.experiment, Path(cfg.paths.output_root), cfg.run_name, {}, resume_run_id=run_id):
         return compress_and_log(cfg, model, splits, original_uri=None)
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = stored_run_parser(
-        "pipeline-compress", __doc__.splitlines()[0], "a FINISHED run whose best checkpoint is compressed",
-        "key=value or group=option changes, e.g. compression=quick or compression.variants=[int8_static,onnx_int8]",
-    )  # fmt: skip
-    args = parser.parse_intermixed_args(argv)
-    try:
-        compress_stored_run(args.run_id, overrides_of(args))
-    except PipelineError as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
-
-
-if __name__ == "__main__":
-    main()

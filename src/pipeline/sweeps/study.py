@@ -22,7 +22,7 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback, fail_stale_trials
 from optuna.trial import FrozenTrial, TrialState
 
 from pipeline.errors import ConfigError, first_line
-from pipeline.search.optuna_internals import LostTrialAwareStorage, storage_of, trial_id_of
+from pipeline.sweeps.optuna_internals import LostTrialAwareStorage, storage_of, trial_id_of
 
 # heartbeats and their retry callback are marked experimental, and meant for Study.optimize: we use them with ask/tell
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)

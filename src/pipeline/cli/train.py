@@ -1,0 +1,106 @@
+"""`pipeline-train [key=value | group=option ...]`: compose the config, then train, test and log one run.
+
+With `-m`, Hydra runs a sweep: every job is one trial (pipeline.sweeps). `resume=<run id>`
+continues a killed run from its last checkpoint, in the same MLflow run.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from typing import TYPE_CHECKING
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from pipeline.config import CONF_DIR
+from pipeline.config.compose import compose_config
+from pipeline.errors import ConfigError, PipelineError, RunInterrupted, disk_full
+from pipeline.interrupts import received_signal
+from pipeline.sweeps.parent_run import parent_run_id
+from pipeline.sweeps.trial import current_trial
+
+if TYPE_CHECKING:
+    from pipeline.workflows.train import TrainResult
+
+
+def print_summary(result: TrainResult) -> None:
+    metrics = "  ".join(
+        f"{name}={value:.0f}" if name.endswith("samples") else f"{name}={value:.4f}" for name, value in sorted(result.test_metrics.items())
+    )
+    print(f"run id:  {result.run_id}")
+    print(f"test:    {metrics}")
+    if result.model_uri:
+        print(f"model:   {result.model_uri}")
+    if result.tracking_uri.startswith("sqlite:///"):
+        print(f"ui:      scripts/ui.sh {result.tracking_uri}   then open")
+        print(f"         http://127.0.0.1:5000/#/experiments/{result.experiment_id}/runs/{result.run_id}")
+    else:
+        print(f"ui:      {result.tracking_uri}/#/experiments/{result.experiment_id}/runs/{result.run_id}")
+
+
+def report_failure(err: PipelineError) -> float:
+    """One line on stderr; a sweep's trial returns NaN (a failed trial), a single run exits 1."""
+    print(f"error: {err}", file=sys.stderr)
+    if parent_run_id() is not None:  # one bad trial must not end the sweep (and strand its parent run)
+        return float("nan")
+    raise SystemExit(1) from None
+
+
+def run_job(cfg: DictConfig) -> TrainResult | None:
+    """One job: a new run (a sweep's trial reports to its study) or the resume of a stored one."""
+    from pipeline.workflows.train import resume, train  # torch, Lightning, MLflow: only for a job that runs
+
+    hydra_config = HydraConfig.get()
+    overrides = list(hydra_config.overrides.task)
+    if cfg.resume is not None:
+        return resume(cfg, overrides)
+    choices = hydra_config.runtime.choices.items()
+    tags = {f"choice.{group}": str(option) for group, option in choices if option is not None and not group.startswith("hydra")}
+    callbacks = []
+    if (trial := current_trial(hydra_config.sweeper)) is not None:  # a job of an Optuna sweep
+        from pipeline.sweeps.pruning import ReportToOptuna
+
+        tags.update(trial.tags)
+        callbacks.append(ReportToOptuna(trial, cfg.sweep.objective, cfg.sweep.direction))
+    return train(cfg, overrides, extra_tags=tags, callbacks=callbacks)
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
+def _hydra_entry(cfg: DictConfig) -> float:
+    try:
+        result = run_job(cfg)
+    except PipelineError as err:
+        return report_failure(err)
+    except OSError as err:  # a checkpoint or an artifact that found the disk full
+        if (full := disk_full(err, cfg.paths.output_root)) is None:
+            raise
+        return report_failure(full)
+    except (RunInterrupted, SystemExit):
+        # Lightning ends a loop on SIGTERM with its own SystemExit (code 0) and on Ctrl-C with SystemExit(1)
+        stop = received_signal()
+        if stop is None:
+            raise
+        print(f"stopped: received {stop}; the run is marked KILLED and can be resumed with resume=<run id>", file=sys.stderr)
+        raise SystemExit(128 + signal.Signals[stop].value) from None
+    if result is None:  # a DDP rank other than the first: rank 0 reports
+        return float("nan")
+    print_summary(result)
+    return result.metrics.get(cfg.sweep.objective, float("nan"))  # what a sweeper optimises
+
+
+def main() -> None:
+    """Console script. Plain runs are composed and validated first, so bad input costs no imports."""
+    args = sys.argv[1:]
+    if not any(arg.startswith("-") for arg in args):
+        try:
+            compose_config(args)
+        except ConfigError as err:
+            print(f"error: {err}", file=sys.stderr)
+            raise SystemExit(2) from None
+    _hydra_entry()
+
+
+if __name__ == "__main__":
+    main()

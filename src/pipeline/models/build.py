@@ -1,0 +1,14 @@
+"""The model of a config: its backbone (`model` section) behind the data's normalisation."""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig
+
+from pipeline.config.instantiate import safe_instantiate
+from pipeline.models.normalize import Classifier
+
+
+def build_model(cfg: DictConfig, image_shape: tuple[int, ...], num_classes: int) -> Classifier:
+    """Backbones take the image shape and the class count; the classifier takes raw [0, 1] pixels."""
+    backbone = safe_instantiate(cfg.model, "model", input_shape=list(image_shape), num_classes=num_classes)
+    return Classifier(backbone, mean=list(cfg.data.mean), std=list(cfg.data.std))

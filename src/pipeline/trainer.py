@@ -1,0 +1,59 @@
+"""The Lightning Trainer of a config, with the pipeline's checkpoints and callbacks."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytorch_lightning as pl
+from omegaconf import DictConfig
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint
+from pytorch_lightning.loggers import Logger
+
+from pipeline.callbacks import LeaveProcessGroup, StopOnSignal
+from pipeline.checkpoint_io import AtomicCheckpointIO
+from pipeline.sweeps.parent_run import parent_run_id
+
+
+def checkpoint_dir(output_root: Path, run_id: str) -> Path:
+    """Where a run's best.ckpt and last.ckpt live (a resume reads last.ckpt from here)."""
+    return output_root / "checkpoints" / run_id
+
+
+def build_trainer(
+    cfg: DictConfig, logger: Logger | None, output_root: Path, run_id: str, callbacks: list[Callback]
+) -> tuple[pl.Trainer, ModelCheckpoint]:
+    """The Trainer of ``cfg.trainer``, keeping the best (val/acc) and the last checkpoint of the run.
+
+    Inside a sweep, `ddp` becomes `ddp_spawn`: `ddp` re-launches the command line, and a
+    re-launched `-m` command would run the whole sweep again (docs/dependencies.md). Without a
+    logger (a DDP rank other than the first) nothing is logged; other ranks get rank 0's
+    checkpoint folder from the checkpoint callback's setup (a broadcast).
+    """
+    strategy = cfg.trainer.strategy
+    if strategy == "ddp" and parent_run_id() is not None:
+        strategy = "ddp_spawn"
+    folder = checkpoint_dir(output_root, run_id)
+    best = ModelCheckpoint(dirpath=folder, filename="best", monitor="val/acc", mode="max")
+    # Lightning 2.6 writes `save_last` only when the best improved; a resume should lose at most one epoch
+    every_epoch = ModelCheckpoint(dirpath=folder, filename="last", monitor=None, enable_version_counter=False)
+    trainer = pl.Trainer(
+        accelerator=cfg.trainer.accelerator,
+        devices=cfg.trainer.devices,
+        strategy=strategy,
+        num_nodes=cfg.trainer.num_nodes,
+        precision=cfg.trainer.precision,
+        max_epochs=cfg.trainer.max_epochs,
+        deterministic=cfg.trainer.deterministic,
+        log_every_n_steps=cfg.trainer.log_every_n_steps,
+        gradient_clip_val=cfg.trainer.gradient_clip_val,
+        logger=logger if logger is not None else False,
+        callbacks=[best, every_epoch, StopOnSignal(), LeaveProcessGroup(), *callbacks],  # the best first: ckpt_path="best"
+        plugins=[AtomicCheckpointIO()],
+        default_root_dir=output_root,
+        enable_progress_bar=sys.stderr.isatty(),
+        enable_model_summary=False,
+        num_sanity_val_steps=0,  # the validation step is the pipeline's own, covered by its tests
+        use_distributed_sampler=False,  # the DataModule shards by rank itself, without padding
+    )
+    return trainer, best

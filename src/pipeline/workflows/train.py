@@ -1,0 +1,215 @@
+"""Train, test and track one run: the pipeline's story, which `pipeline-train`, a sweep's trial,
+`resume=` and `pipeline-rerun` all tell.
+
+Read `train()` top to bottom: prepare the process, load the data, build the model and task, open
+the MLflow run (on the first DDP rank; the others only train), fit and test the best checkpoint,
+log the results, compress. The command line (pipeline.cli.train) checks the config before this
+module, and the torch, Lightning and MLflow it imports, are loaded.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint
+
+from pipeline import figures
+from pipeline.callbacks import StopOnDivergence
+from pipeline.config.compose import stored_config
+from pipeline.config.instantiate import safe_instantiate
+from pipeline.config.validation import validate
+from pipeline.data.datamodule import ImageDataModule
+from pipeline.data.splits import ImageSplits
+from pipeline.distributed import launched_rank
+from pipeline.errors import CheckpointError, TrainingDiverged, first_line
+from pipeline.failpoints import failpoint
+from pipeline.interrupts import deferred, signals_raise
+from pipeline.models.build import build_model
+from pipeline.provenance import git_state, installed_packages, runtime_versions
+from pipeline.sweeps.parent_run import parent_run_id
+from pipeline.task import ClassificationTask, build_task
+from pipeline.tracking.run import TrackedRun
+from pipeline.tracking.store import resolve_tracking_uri
+from pipeline.tracking.stored_runs import fetch_run
+from pipeline.tracking.sweep_runs import PARENT_TAG
+from pipeline.trainer import build_trainer, checkpoint_dir
+from pipeline.workflows.compress import compress_and_log
+
+log = logging.getLogger("pipeline")
+CURVES = ["train/loss", "train/acc", "val/loss", "val/acc"]
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    run_id: str
+    tracking_uri: str
+    experiment_id: str
+    test_metrics: dict[str, float]
+    model_uri: str | None
+    metrics: dict[str, float]  # every final metric of the run, as stored
+
+
+def train(
+    cfg: DictConfig,
+    overrides: list[str],
+    *,
+    resume_run_id: str | None = None,
+    expected_data_digest: str | None = None,
+    extra_tags: dict[str, str] | None = None,
+    callbacks: list[Callback] | None = None,
+) -> TrainResult | None:
+    """Train, test and track one run of ``cfg`` (composed or stored); raises PipelineError on bad input.
+
+    ``resume_run_id`` continues that run from its last checkpoint, in the same MLflow run;
+    ``expected_data_digest`` refuses data that is not the stored run's; ``callbacks`` are
+    extra Lightning callbacks (a sweeper's pruning). Under DDP the first rank owns the
+    MLflow run and returns the result; the other ranks train and return None.
+    """
+    cfg = validate(cfg)
+    prepare_process(cfg)
+    datamodule = load_data(cfg, expected_data_digest)
+    task = build_model_and_task(cfg, datamodule.splits)
+    output_root = Path(cfg.paths.output_root)
+    resume_checkpoint = readable_last_checkpoint(output_root, resume_run_id) if resume_run_id else None
+    divergence = StopOnDivergence(cfg.trainer.divergence_factor, cfg.trainer.on_divergence)
+    with tracked_run(cfg, overrides, datamodule.splits, resume_run_id, extra_tags) as run:
+        logger = run.metrics_logger(cfg.tracking.flush_every_s) if run else None
+        run_id = run.run_id if run else "not-rank-zero"
+        trainer, best = build_trainer(cfg, logger, output_root, run_id, [divergence, *(callbacks or [])])
+        test_metrics = fit_and_test(trainer, task, datamodule, resume_checkpoint, divergence, run, best)
+        if run is None or logger is None:
+            return None  # a DDP rank other than the first: the first one logs
+        logger.deliver(wait_s=cfg.tracking.outage_wait_s)  # a tracking server that went away: its metrics first
+        failpoint("test")
+        model_uri = log_results(cfg, run, trainer, task, datamodule.splits, Path(best.best_model_path))
+        if cfg.compression.enabled:
+            compress_and_log(cfg, task.model, datamodule.splits, model_uri, run.ledger)
+        return TrainResult(run.run_id, run.uri, run.experiment_id, test_metrics, model_uri, run.final_metrics())
+
+
+def resume(cfg: DictConfig, overrides: list[str]) -> TrainResult | None:
+    """Continue run ``cfg.resume`` from its last checkpoint with its stored config (plus ``key=value`` overrides)."""
+    uri = resolve_tracking_uri(cfg.tracking.uri, Path(cfg.paths.output_root))
+    stored = fetch_run(uri, cfg.resume)
+    changes = [override for override in overrides if not override.startswith("resume=")]
+    config = stored_config(stored.config_yaml, [*changes, f"tracking.uri={uri}"])
+    return train(config, changes, resume_run_id=cfg.resume, expected_data_digest=stored.tags.get("data.digest"))
+
+
+def prepare_process(cfg: DictConfig) -> None:
+    """Threads and seeds, and no tips or warnings that say nothing about this run."""
+    logging.getLogger("pytorch_lightning.utilities.rank_zero").setLevel(logging.WARNING)
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=r".*`isinstance\(treespec, LeafSpec\)` is deprecated.*")
+    # build_trainer puts the best-checkpoint callback first on purpose: ckpt_path="best" reads it
+    warnings.filterwarnings("ignore", message=r".*configured with multiple `ModelCheckpoint` callbacks.*")
+    if cfg.trainer.threads is not None:
+        torch.set_num_threads(cfg.trainer.threads)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+
+
+def load_data(cfg: DictConfig, expected_digest: str | None) -> ImageDataModule:
+    """The config's DataModule, its splits checked against a stored run's digest when there is one."""
+    datamodule = safe_instantiate(cfg.data, "data", shuffle_seed=cfg.seed)
+    datamodule.splits.check_digest(expected_digest)
+    return datamodule
+
+
+def build_model_and_task(cfg: DictConfig, splits: ImageSplits) -> ClassificationTask:
+    num_classes = len(splits.class_names)
+    return build_task(cfg, build_model(cfg, splits.image_shape, num_classes), num_classes)
+
+
+def readable_last_checkpoint(output_root: Path, run_id: str) -> Path:
+    """The run's last checkpoint, checked before the run is reopened: a bad file leaves the run as it was."""
+    checkpoint = checkpoint_dir(output_root, run_id) / "last.ckpt"
+    if not checkpoint.is_file():
+        raise CheckpointError(f"resume={run_id}: no checkpoint at {checkpoint}")
+    try:
+        torch.load(checkpoint, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated zip, not a checkpoint, pickled code refused by weights_only
+        raise CheckpointError(
+            f"resume={run_id}: {checkpoint} cannot be read ({first_line(str(err))[:200]}); the run is unchanged: "
+            f"train it again with `pipeline-rerun {run_id}`"
+        ) from None
+    return checkpoint
+
+
+@contextmanager
+def tracked_run(
+    cfg: DictConfig, overrides: list[str], splits: ImageSplits, resume_run_id: str | None, extra_tags: dict[str, str] | None
+) -> Iterator[TrackedRun | None]:
+    """The run's MLflow run, new (config, provenance and data logged) or reopened; None on DDP ranks after the first."""
+    if launched_rank(cfg.trainer.devices) != 0:
+        yield None
+        return
+    output_root = Path(cfg.paths.output_root)
+    uri = resolve_tracking_uri(cfg.tracking.uri, output_root)
+    tags = {"model": cfg.model._target_.rsplit(".", 1)[-1].lower(), **cfg.tags, **(extra_tags or {})}
+    if (parent := parent_run_id()) is not None and resume_run_id is None:
+        tags[PARENT_TAG] = parent
+    # MLflow's own name generator draws from `random`, seeded above: every run would get the same name
+    run_name = cfg.run_name or f"{tags['model']}-{cfg.data.name}-{uuid.uuid4().hex[:6]}"
+    with signals_raise(), TrackedRun(uri, cfg.tracking.experiment, output_root, run_name, tags, resume_run_id) as run:
+        log.info("%s run %s in %s", "resuming" if resume_run_id else "started", run.run_id, uri)
+        if resume_run_id is None:
+            run.log_config(OmegaConf.to_container(cfg), OmegaConf.to_yaml(cfg), overrides)
+            run.log_provenance(git_state(Path(__file__).resolve().parent), runtime_versions(), installed_packages())
+            run.log_dataset(cfg.data.name, splits)
+        yield run
+
+
+def fit_and_test(
+    trainer: pl.Trainer,
+    task: ClassificationTask,
+    datamodule: ImageDataModule,
+    resume_checkpoint: Path | None,
+    divergence: StopOnDivergence,
+    run: TrackedRun | None,
+    best: ModelCheckpoint,
+) -> dict[str, float]:
+    """Fit (from the resume checkpoint, if any), then test the best checkpoint; the test metrics.
+
+    A stop signal ends the loop at the next batch, never inside a store write. A diverged loss
+    with `trainer.on_divergence=stop` tests the best epoch before it and says so on the run.
+    """
+    with deferred():
+        trainer.fit(task, datamodule=datamodule, ckpt_path=resume_checkpoint, weights_only=True)
+        if divergence.diverged and run is not None:
+            if not best.best_model_path:
+                raise TrainingDiverged(f"{divergence.diverged}; no epoch had ended, so there is no checkpoint to test")
+            log.warning("%s: stopped there; testing the best epoch before it", divergence.diverged)
+            run.set_tags({"diverged": divergence.diverged})
+        failpoint("fit")
+        tested = trainer.test(task, datamodule=datamodule, ckpt_path="best", verbose=False, weights_only=True)
+    return {name: float(value) for name, value in tested[0].items()}
+
+
+def log_results(
+    cfg: DictConfig, run: TrackedRun, trainer: pl.Trainer, task: ClassificationTask, splits: ImageSplits, best_checkpoint: Path
+) -> str | None:
+    """The best validation accuracy, the figures, the checkpoint and the model; the model's URI if logged."""
+    histories = run.metric_histories(CURVES)
+    # the checkpoint's monitor; read from the store because ddp_spawn leaves the score in its workers
+    run.log_metrics({"best/val_acc": max(value for _, value in histories["val/acc"])}, step=trainer.global_step)
+    predicted = figures.predictions(task.model, splits.test.images)
+    test, names = splits.test, splits.class_names
+    run.log_figure(figures.learning_curves(histories), "figures/learning_curves.png")
+    run.log_figure(figures.confusion_matrix(test.labels, predicted, names), "figures/confusion_matrix.png")
+    run.log_figure(figures.misclassified(test.images, test.labels, predicted, names), "figures/misclassified.png")
+    failpoint("figures")
+    if cfg.tracking.log_checkpoint:
+        run.log_checkpoint(best_checkpoint)
+    model_uri = run.log_model(task.model, splits.test.images[:8].clone()) if cfg.tracking.log_model else None
+    failpoint("model")
+    return model_uri
