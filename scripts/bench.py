@@ -32,9 +32,9 @@ from mlflow.entities import Metric
 
 from pipeline.config.compose import compose_config
 from pipeline.config.instantiate import safe_instantiate
+from pipeline.models.build import build_model
 from pipeline.tracking.logger import MlflowBatchLogger
 from pipeline.tracking.store import ensure_experiment
-from pipeline.models.build import build_model
 from pipeline.workflows.train import train
 
 PYTHON = sys.executable

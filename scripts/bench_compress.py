@@ -12,8 +12,8 @@ from pathlib import Path
 
 from pipeline.cli.arguments import overrides_of, stored_run_parser
 from pipeline.compress.build import compress, nondeterministic_kernels_allowed
-from pipeline.workflows.compress import load_stored_model, settings_from
 from pipeline.tracking.compressed_models import format_table
+from pipeline.workflows.compress import load_stored_model, settings_from
 
 
 def main() -> None:

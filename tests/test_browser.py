@@ -114,7 +114,7 @@ def test_the_ui_shows_our_runs_metrics_and_figures(tmp_path: Path, browser: WebD
             browser.find_element(By.XPATH, f"//*[text()='{figure}.png']").click()  # in the artifact tree
             wait_for_text(browser, f"figures/{figure}.png")
             # a new image decoded at the figure's logged size (the page's icons are far smaller)
-            new_figure = WebDriverWait(browser, 60).until(lambda d: figure_images(d) - shown)
+            new_figure = WebDriverWait(browser, 60).until(lambda d, shown=shown: figure_images(d) - shown)
             shown |= new_figure
             close_assistant_panel(browser)
             screenshot(browser, tmp_path, f"figure-{figure}.png")

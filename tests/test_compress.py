@@ -13,14 +13,14 @@ import torch
 from mlflow import MlflowClient
 
 from conftest import run_training
-from pipeline.compress.build import Settings, build_variants
-from pipeline.compress.prune import prune_global, prunable_weights, sparsity_of
-from pipeline.workflows.compress import compress_stored_run
 from pipeline.cli.compress import main as compression_main
+from pipeline.compress.build import Settings, build_variants
+from pipeline.compress.prune import prunable_weights, prune_global, sparsity_of
 from pipeline.config.compose import compose_config
 from pipeline.config.instantiate import safe_instantiate
 from pipeline.errors import TrackingError
 from pipeline.models.build import build_model
+from pipeline.workflows.compress import compress_stored_run
 
 EXPECTED = {
     "cnn": {"fp32", "fp16", "bf16", "pruned50", "pruned80", "int8_static", "int8_dynamic", "pruned80_int8", "onnx", "onnx_int8"},

@@ -23,7 +23,7 @@ def test_mnist_subset_is_the_real_digits_split_the_same_way_every_time() -> None
     assert first.image_shape == (1, 28, 28)
     assert first.class_names == tuple("0123456789")
     assert first.digest() == second.digest()
-    assert 0.0 <= float(first.train.images.min()) and float(first.train.images.max()) <= 1.0
+    assert float(first.train.images.min()) >= 0.0 and float(first.train.images.max()) <= 1.0
     # shuffled before splitting: every digit appears in the test split
     assert torch.bincount(first.test.labels, minlength=10).min() > 50
     assert datamodule(["data.split_seed=1"]).splits.digest() != first.digest()
@@ -40,7 +40,7 @@ def test_synthetic_data_has_the_configured_shape_and_classes() -> None:
 def test_missing_torchvision_files_say_where_they_were_looked_for(dataset: str, tmp_path: Path) -> None:
     module = datamodule([f"data={dataset}", f"data.root={tmp_path}", "data.download=false"])
     with pytest.raises(DataError) as caught:
-        module.splits
+        _ = module.splits
     message = str(caught.value)
     assert str(tmp_path) in message and "data.download=true" in message and "\n" not in message
 

@@ -22,7 +22,7 @@ def test_training_shards_are_equal_and_disjoint_and_evaluation_shards_cover_ever
     assert [len(shard) for shard in train] == [3, 3, 3]
     assert len(set().union(*map(set, train))) == 9
     evaluation = [list(EvaluationShard(10, rank, 3)) for rank in range(3)]
-    assert sorted(sum(evaluation, [])) == list(range(10))
+    assert sorted(index for shard in evaluation for index in shard) == list(range(10))
 
 
 @pytest.mark.parametrize(

@@ -222,7 +222,7 @@ def test_a_tracking_server_outage_loses_no_metric_point_and_stores_none_twice(tm
     time.sleep(OUTAGE_S)  # the server is down; training goes on (and may end and wait for it)
     assert training.poll() is None, training.communicate()[1][-3000:]  # waiting for the server, not failed
     with serving(server, f"{url}/health", tmp_path / "server-2.log"):
-        out, err = training.communicate(timeout=600)
+        _, err = training.communicate(timeout=600)
         assert training.returncode == 0, err[-3000:]
         run = client.get_run(run_id)
         assert run.info.status == "FINISHED" and "test/acc" in run.data.metrics

@@ -51,7 +51,7 @@ def test_patch_tokens_keep_every_pixel_once() -> None:
 
 def test_patch_that_does_not_tile_the_image_is_a_clear_error() -> None:
     cfg = compose_config(["model=transformer", "model.tokens=patch", "model.patch_size=5"])
-    with pytest.raises(ConfigError, match="^model: model.patch_size=5 does not divide the 28x28 image$"):
+    with pytest.raises(ConfigError, match=r"^model: model\.patch_size=5 does not divide the 28x28 image$"):
         safe_instantiate(cfg.model, "model", input_shape=[1, 28, 28], num_classes=10)
 
 

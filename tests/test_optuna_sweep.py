@@ -152,7 +152,7 @@ def test_a_killed_sweep_resumes_and_finishes_only_the_remaining_trials(tmp_path:
     assert sorted(map(str, retried)) == sorted(map(str, lost.values()))  # ... and their parameters ran again
     assert done.stdout.count("run id:") == 6 - len(done_before)  # finished trials were not run again
 
-    client, parents, children = _store(out)
+    _client, parents, children = _store(out)
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"  # the same parent, reopened and closed
     assert [run for run in children if run.info.status == "RUNNING"] == []
     numbers = [int(run.data.tags["optuna.trial"]) for run in children]
@@ -171,7 +171,7 @@ def test_a_sweep_of_two_device_ddp_trials(tmp_path: Path) -> None:
     done = _sweep(["hydra/sweeper=optuna", "hydra.sweeper.n_trials=2", "optimizer.lr=interval(1e-3, 3e-3)", "trainer=ddp",
                    "model=mlp", *TRIAL, "trainer.max_epochs=2", f"paths.output_root={out}"], tmp_path)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
-    client, (parent,), children = _store(out)
+    _client, (parent,), children = _store(out)
     study = _study(out)
     assert [trial.state.name for trial in study.trials] == ["COMPLETE", "COMPLETE"]  # each trial told once
     assert len(children) == 2 and parent.info.status == "FINISHED"

@@ -10,10 +10,10 @@ from collections.abc import Mapping, Sequence
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from matplotlib.figure import Figure
 
 History = Sequence[tuple[int, float]]  # (step, value)
 
@@ -32,7 +32,7 @@ def learning_curves(histories: Mapping[str, History]) -> Figure:
         for stage, style in (("train", {"alpha": 0.5, "linewidth": 1}), ("val", {"marker": "o", "linewidth": 2})):
             points = histories.get(f"{stage}/{metric}", [])
             if points:
-                steps, values = zip(*points)
+                steps, values = zip(*points, strict=True)
                 axis.plot(steps, values, label=f"{stage}/{metric}", **style)
         axis.set_title(title)
         axis.set_xlabel("optimizer step")
@@ -80,7 +80,7 @@ def misclassified(
     figure, axes = plt.subplots(rows, columns, figsize=(2.2 * columns, 2.4 * rows), constrained_layout=True, squeeze=False)
     for axis in axes.flat:
         axis.axis("off")
-    for axis, index in zip(axes.flat, wrong):
+    for axis, index in zip(axes.flat, wrong, strict=False):  # the grid may have spare cells
         image = images[index].permute(1, 2, 0).numpy()
         axis.imshow(image.squeeze(-1) if image.shape[-1] == 1 else image.clip(0, 1), cmap="gray")
         axis.set_title(f"pred {class_names[predicted[index]]}\ntrue {class_names[labels[index]]}", fontsize=9, color="firebrick")
@@ -92,7 +92,7 @@ def misclassified(
 def objective_by_parameter(points: Mapping[str, Sequence[tuple[float | str, float]]], objective: str) -> Figure:
     """One panel per swept parameter: the objective of each trial against that parameter's value."""
     figure, axes = plt.subplots(1, len(points), figsize=(4.5 * len(points), 4), constrained_layout=True, squeeze=False)
-    for axis, (parameter, trials) in zip(axes[0], points.items()):
+    for axis, (parameter, trials) in zip(axes[0], points.items(), strict=True):
         values = [value for value, _ in trials]
         numeric = all(isinstance(value, float) for value in values)
         categories = sorted({str(value) for value in values})

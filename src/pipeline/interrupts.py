@@ -14,7 +14,6 @@ import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
-from typing import Optional
 
 from pipeline.errors import RunInterrupted
 
@@ -22,7 +21,7 @@ _received: list[str] = []
 _deferring: list[bool] = [False]
 
 
-def received_signal() -> Optional[str]:
+def received_signal() -> str | None:
     """Name of the first stop signal seen inside ``signals_raise()``, if any."""
     return _received[0] if _received else None
 
@@ -38,7 +37,7 @@ def raise_if_stopped() -> None:
 
 
 def _handler(name: str):
-    def handle(signum: int, frame: Optional[FrameType]) -> None:
+    def handle(signum: int, frame: FrameType | None) -> None:
         _received.append(name)
         if _deferring[0] and len(_received) == 1:
             return  # raised at the next batch boundary

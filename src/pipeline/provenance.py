@@ -8,17 +8,16 @@ import sys
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Optional
 
 
 @dataclass(frozen=True)
 class GitState:
-    commit: Optional[str]
+    commit: str | None
     dirty: bool
     diff: str  # `git diff HEAD` when dirty, including staged changes; untracked files are listed
 
 
-def _git(repo: Path, *args: str) -> Optional[str]:
+def _git(repo: Path, *args: str) -> str | None:
     try:
         done = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=30, check=False)
     except (OSError, subprocess.TimeoutExpired):

@@ -8,7 +8,7 @@ validation and test image counts once (`test/samples` records how many were seen
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Optional
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
@@ -33,7 +33,7 @@ class ClassificationTask(pl.LightningModule):
         model: nn.Module,
         num_classes: int,
         optimizer: OptimizerFactory,
-        scheduler: Optional[SchedulerFactory] = None,
+        scheduler: SchedulerFactory | None = None,
         scheduler_interval: str = "epoch",
     ) -> None:
         super().__init__()

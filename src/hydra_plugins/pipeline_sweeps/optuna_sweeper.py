@@ -16,7 +16,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from hydra.core.plugins import Plugins
 from hydra.core.utils import JobReturn, JobStatus
@@ -40,13 +40,13 @@ class OptunaSweeper(Sweeper):
         n_trials: int,
         n_jobs: int,
         direction: str,
-        storage: Optional[str],
-        study_name: Optional[str],
-        sampler: Optional[DictConfig],
-        pruner: Optional[DictConfig],
+        storage: str | None,
+        study_name: str | None,
+        sampler: DictConfig | None,
+        pruner: DictConfig | None,
         heartbeat_interval: int,
         max_retry: int,
-        params: Optional[DictConfig],
+        params: DictConfig | None,
     ) -> None:
         self.n_trials, self.n_jobs, self.direction = n_trials, n_jobs, direction
         self.storage, self.study_name = storage, study_name
@@ -54,9 +54,9 @@ class OptunaSweeper(Sweeper):
         # `pruner` is read by each trial from its own copy of this config (pipeline.sweeps.trial)
         self.heartbeat_interval, self.max_retry = heartbeat_interval, max_retry
         self.params = {str(key): str(value) for key, value in (params or {}).items()}
-        self.config: Optional[DictConfig] = None
+        self.config: DictConfig | None = None
         self.launcher: Any = None
-        self.hydra_context: Optional[HydraContext] = None
+        self.hydra_context: HydraContext | None = None
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.hydra_context, self.config = hydra_context, config
@@ -87,9 +87,9 @@ class OptunaSweeper(Sweeper):
             raise SystemExit(2) from None
 
     def _search(self, arguments: list[str], uri: str) -> list[JobReturn]:
+        from pipeline.sweeps.parent_run import parent_run_id
         from pipeline.sweeps.space import search_space
         from pipeline.sweeps.study import Heartbeats, open_study, study_name, trials_done
-        from pipeline.sweeps.parent_run import parent_run_id
 
         assert self.config is not None
         self._check()
@@ -109,7 +109,7 @@ class OptunaSweeper(Sweeper):
         self._report(study, uri, search.parent)
         return returns
 
-    def _report(self, study: Any, uri: str, parent: Optional[str]) -> None:
+    def _report(self, study: Any, uri: str, parent: str | None) -> None:
         from optuna.trial import TrialState
 
         complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
@@ -131,7 +131,7 @@ class _Search:
     heartbeat has not gone stale yet) are waited for, so the sweep ends with nothing RUNNING.
     """
 
-    def __init__(self, sweeper: OptunaSweeper, study: Any, space: Any, name: str, heartbeats: Any, uri: str, parent: Optional[str]) -> None:
+    def __init__(self, sweeper: OptunaSweeper, study: Any, space: Any, name: str, heartbeats: Any, uri: str, parent: str | None) -> None:
         self.sweeper, self.study, self.space, self.name = sweeper, study, space, name
         self.heartbeats, self.uri, self.parent = heartbeats, uri, parent
         self.launcher = sweeper.launcher
@@ -159,7 +159,7 @@ class _Search:
                         in_flight.update({self.launcher.submit(job, trial.number): trial for trial, job in started})
                     elif started:
                         results = self.launcher.launch([job for _, job in started], initial_job_idx=started[0][0].number)
-                        for (trial, _), result in zip(started, results):
+                        for (trial, _), result in zip(started, results, strict=True):
                             self._tell(trial, result)
                     continue
                 if in_flight:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -92,10 +93,10 @@ def build_variants(model: nn.Module, splits: ImageSplits, settings: Settings, wo
                 continue
             name = max(pruned, key=lambda key: int(key.removeprefix("pruned")))
             source = pruned[name]
-            attempt(kind, lambda: int8_static(source, calibration, workdir, f"{name}_int8"))
+            attempt(kind, partial(int8_static, source, calibration, workdir, f"{name}_int8"))
             if kind in skipped:  # no convolutions: dynamic int8 is what applies
                 skipped.pop(kind)
-                attempt(kind, lambda: int8_dynamic(source, workdir, f"{name}_int8"))
+                attempt(kind, partial(int8_dynamic, source, workdir, f"{name}_int8"))
         elif kind == "onnx":
             attempt(kind, lambda: onnx_runtime.onnx_variant("onnx", onnx_runtime.export(model, example, workdir / "model.onnx"), settings.threads))
         elif kind == "onnx_int8":

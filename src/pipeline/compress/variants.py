@@ -12,7 +12,6 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import torch
 from torch import nn
@@ -30,7 +29,7 @@ class Variant:
     kind: str  # "torch" (a module MLflow can export), "torch_int8" (rebuilt from a state dict), "onnx"
     predict: Predict  # float images in [0, 1] -> float32 logits
     artifact: Path  # the serialized model whose size is reported
-    module: Optional[nn.Module] = None
+    module: nn.Module | None = None
     recipe: str = ""  # how to rebuild a torch_int8 module: "static" or "dynamic"
 
 

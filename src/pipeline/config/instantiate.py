@@ -19,7 +19,7 @@ from pipeline.errors import ConfigError, PipelineError
 
 def _refuse_unlisted_targets(node: Any, path: str) -> None:
     if isinstance(node, DictConfig):
-        for key in node.keys():
+        for key in node:
             child_path = f"{path}.{key}" if path else str(key)
             if key == "_target_":
                 target = node._get_node(key)._value()  # raw value: an interpolation is refused too

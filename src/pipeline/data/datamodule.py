@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Iterator, Sequence
 from functools import cached_property
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
@@ -21,7 +21,7 @@ Batch = tuple[torch.Tensor, torch.Tensor]
 class InMemoryImages(Dataset):
     """A split held as tensors. ``__getitems__`` lets the DataLoader slice a whole batch at once."""
 
-    def __init__(self, split: Split, transform: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> None:
+    def __init__(self, split: Split, transform: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
         self.split, self.transform = split, transform
 
     def __len__(self) -> int:
@@ -133,7 +133,7 @@ class ImageDataModule(pl.LightningDataModule):
     def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
         """Shuffled or in order; sharded by rank under DDP (the Trainer runs with use_distributed_sampler=False)."""
         rank, world_size = self._rank_and_world_size()
-        sampler: Optional[Sampler[int]] = None
+        sampler: Sampler[int] | None = None
         if shuffle:
             sampler = EpochShuffle(len(dataset), self.shuffle_seed, rank, world_size)
         elif world_size > 1:

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, Optional
-
+from typing import Any
 
 STUDY_ENV = "PIPELINE_OPTUNA_STUDY"
 TRIAL_ID_ENV = "PIPELINE_OPTUNA_TRIAL_ID"
@@ -24,7 +23,7 @@ class TrialLink:
     study: str
     trial_id: int
     number: int
-    pruner: Optional[dict[str, Any]]
+    pruner: dict[str, Any] | None
 
     @property
     def tags(self) -> dict[str, str]:

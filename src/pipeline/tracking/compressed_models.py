@@ -127,7 +127,7 @@ def _tradeoff_figure(rows: list[dict[str, Any]]) -> Any:
         ("latency_b256_ms", "CPU latency per batch of 256 (ms, log scale)", lambda value, _: f"{value:g}"),
     )
     figure, axes = plt.subplots(1, 2, figsize=(12, 4.8), constrained_layout=True)
-    for axis, (key, label, formatter) in zip(axes, panels):
+    for axis, (key, label, formatter) in zip(axes, panels, strict=True):
         points: dict[tuple[float, float], list[str]] = {}
         for row in rows:
             points.setdefault((float(f"{row[key]:.2g}"), round(row["test_acc"] * 100, 1)), []).append(row["variant"])

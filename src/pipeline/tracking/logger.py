@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
-from typing import Any, Optional
+from typing import Any
 
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
@@ -91,7 +91,7 @@ class MlflowBatchLogger(Logger):
         self._client.log_batch(self._run_id, params=[Param(key, value) for key, value in flat.items()])
 
     @rank_zero_only
-    def log_metrics(self, metrics: Mapping[str, float], step: Optional[int] = None) -> None:
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         timestamp, step = int(time.time() * 1000), step or 0
         for key, value in metrics.items():
             if step > self._already_logged.get(key, -1):  # Lightning repeats `epoch` in each call of a step: once is enough
@@ -117,7 +117,9 @@ class MlflowBatchLogger(Logger):
             try:
                 self._client.log_batch(self._run_id, metrics=metrics[start : start + _BATCH_LIMIT])
             except MlflowException as err:
-                raise store_full(err, self._uri) or err
+                if (full := store_full(err, self._uri)) is not None:
+                    raise full from None
+                raise
 
     def _send_or_spool(self, batch: list[Metric]) -> None:
         """Deliver what waits in the spool (in order), then ``batch``; on a connection failure, spool ``batch``."""

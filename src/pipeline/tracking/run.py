@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Optional
+from typing import Any
 
 import mlflow
 import numpy as np
@@ -80,7 +80,7 @@ def quiet_export_warnings() -> Iterator[None]:
         try:
             yield
         finally:
-            for logger, level in zip(chatty, levels):
+            for logger, level in zip(chatty, levels, strict=True):
                 logger.setLevel(level)
 
 
@@ -90,9 +90,9 @@ class TrackedRun:
         uri: str,
         experiment: str,
         output_root: Path,
-        run_name: Optional[str],
+        run_name: str | None,
         tags: dict[str, str],
-        resume_run_id: Optional[str] = None,
+        resume_run_id: str | None = None,
     ) -> None:
         """``resume_run_id`` reopens that run (its status goes back to RUNNING) instead of starting one."""
         self.uri, self.experiment, self.output_root = uri, experiment, output_root
@@ -120,7 +120,7 @@ class TrackedRun:
         return self
 
     def __exit__(
-        self, exc_type: Optional[type[BaseException]], exc: Optional[BaseException], tb: Optional[TracebackType]
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         if isinstance(exc, OSError):
             exc = disk_full(exc, self.output_root) or exc  # recorded as the one line the command prints
@@ -134,7 +134,7 @@ class TrackedRun:
                 raise
             logging.getLogger("pipeline").warning("run %s could not be marked ended (%s): it stays RUNNING", self.run_id, first_line(str(err))[:200])
 
-    def _end(self, exc: Optional[BaseException]) -> None:
+    def _end(self, exc: BaseException | None) -> None:
         stop_signal = received_signal()
         if exc is None:
             status = "FINISHED"

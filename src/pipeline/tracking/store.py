@@ -17,7 +17,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import mlflow
 import sqlalchemy
@@ -34,7 +34,7 @@ logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
 logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
-def resolve_tracking_uri(uri: Optional[str], output_root: Path) -> str:
+def resolve_tracking_uri(uri: str | None, output_root: Path) -> str:
     """Absolute store URI: Hydra job folders and DDP workers must all reach the same store."""
     if uri is None:
         return f"sqlite:///{(output_root / 'mlflow.db').resolve()}"

@@ -54,7 +54,7 @@ def compare_metrics(original: Mapping[str, float], rerun: Mapping[str, float], t
         reproduced &= same
         rows.append((name, f"{before:.6g}", f"{after:.6g}", f"{difference:+.3g}" + ("" if same else "  <- differs")))
     widths = [max(len(row[column]) for row in rows) for column in range(3)]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row[:3], widths)) + "  " + row[3] for row in rows]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row[:3], widths, strict=True)) + "  " + row[3] for row in rows]
     if timings:
         lines.append(f"({len(timings)} timing metrics not compared: {', '.join(timings[:3])}{', ...' if len(timings) > 3 else ''})")
     return "\n".join(lines), reproduced
