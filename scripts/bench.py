@@ -86,10 +86,18 @@ def spread(values: list[float]) -> str:
 
 
 def bench_throughput(models: list[str], data: list[str], epochs: int, rounds: int, scratch: Path) -> None:
-    print(f"\n## Training throughput: samples/s, median (min-max) of {rounds} alternated rounds, {torch.get_num_threads()} threads")
+    print(
+        f"\n## Training throughput: samples/s, median (min-max) of {rounds} alternated rounds, {torch.get_num_threads()} threads"
+    )
     print(f"{'model':12} {'bare loop':>26} {'pipeline':>26} {'ratio':>22}")
     for model in models:
-        overrides = [f"model={model}", f"trainer.max_epochs={epochs}", "tracking.log_model=false", "compression=none", *data]
+        overrides = [
+            f"model={model}",
+            f"trainer.max_epochs={epochs}",
+            "tracking.log_model=false",
+            "compression=none",
+            *data,
+        ]
         bare, piped, ratios = [], [], []
         for round_index in range(rounds):
             first_bare = round_index % 2 == 0  # alternate which goes first
@@ -107,8 +115,10 @@ def first_step_seconds(overrides: list[str], output_root: Path) -> float:
     started = time.time()
     subprocess.run(
         [PYTHON, "-m", "pipeline.cli.train", *overrides, f"paths.output_root={output_root}"],
-        check=True, capture_output=True, text=True,
-    )  # fmt: skip
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     client = MlflowClient(f"sqlite:///{output_root / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("digits").experiment_id
     (run,) = client.search_runs([experiment], order_by=["attributes.start_time DESC"], max_results=1)
@@ -134,7 +144,9 @@ def bench_startup(rounds: int, scratch: Path) -> None:
     print(f"\n## Start-up: seconds from process start, median (min-max) of {rounds}")
     print(f"python -c 'import torch' + load mnist_subset   {spread(reference)}")
     print(f"pipeline-train to its first training step      {spread(pipeline)}")
-    print(f"difference (the pipeline's own start-up)        {statistics.median(pipeline) - statistics.median(reference):8.1f}")
+    print(
+        f"difference (the pipeline's own start-up)        {statistics.median(pipeline) - statistics.median(reference):8.1f}"
+    )
     print(f"the same in a new output root (creates store)   {first_run:8.1f}")
 
 
@@ -152,7 +164,9 @@ def bench_logging(points: int, scratch: Path) -> None:
     timings["pipeline logger (batched)"] = time.perf_counter() - started
     run_id = client.create_run(experiment).info.run_id
     started = time.perf_counter()
-    client.log_batch(run_id, metrics=[Metric("train/loss", 1.0 / (s + 1), int(time.time() * 1000), s) for s in range(points)])
+    client.log_batch(
+        run_id, metrics=[Metric("train/loss", 1.0 / (s + 1), int(time.time() * 1000), s) for s in range(points)]
+    )
     timings["one log_batch"] = time.perf_counter() - started
     run_id = client.create_run(experiment).info.run_id
     started = time.perf_counter()
@@ -174,7 +188,10 @@ def bench_sweep(trials: int, data: list[str], scratch: Path) -> None:
         return subprocess.Popen([*command, f"paths.output_root={output_root}"], stdout=subprocess.DEVNULL)
 
     results = {}
-    for name, groups, threads in (("one process", [seeds], None), ("two processes, 1 thread each", [seeds[0::2], seeds[1::2]], "1")):
+    for name, groups, threads in (
+        ("one process", [seeds], None),
+        ("two processes, 1 thread each", [seeds[0::2], seeds[1::2]], "1"),
+    ):
         output_root = scratch / f"sweep-{len(results)}"
         output_root.mkdir()
         ensure_experiment(f"sqlite:///{output_root / 'mlflow.db'}", "digits", output_root)  # create the store once
@@ -195,7 +212,9 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["cnn", "transformer"])
     parser.add_argument("--points", type=int, default=500)
     parser.add_argument("--trials", type=int, default=4)
-    parser.add_argument("--quick", action="store_true", help="tiny synthetic data, one round: checks that the benchmark runs")
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny synthetic data, one round: checks that the benchmark runs"
+    )
     args = parser.parse_args()
     data = ["data=synthetic", "data.train_size=256", "data.val_size=64", "data.test_size=64"] if args.quick else []
     rounds = 1 if args.quick else args.rounds

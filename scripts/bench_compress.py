@@ -17,14 +17,21 @@ from pipeline.workflows.compress import load_stored_model, settings_from
 
 
 def main() -> None:
-    parser = stored_run_parser("bench_compress.py", __doc__.splitlines()[0], "the run whose best model is measured", "key=value or group=option changes")
+    parser = stored_run_parser(
+        "bench_compress.py",
+        __doc__.splitlines()[0],
+        "the run whose best model is measured",
+        "key=value or group=option changes",
+    )
     args = parser.parse_intermixed_args()
     cfg, model, splits = load_stored_model(args.run_id, overrides_of(args))
     settings = settings_from(cfg)
     with tempfile.TemporaryDirectory() as workdir, nondeterministic_kernels_allowed():
         report = compress(model, splits, settings, Path(workdir))
     flags = ", ".join(f"{name}={'yes' if present else 'no'}" for name, present in report.cpu.items())
-    print(f"run {args.run_id}: {len(splits.test)} test images, {report.threads} threads, {settings.latency_repeats} rounds; CPU {flags}")
+    print(
+        f"run {args.run_id}: {len(splits.test)} test images, {report.threads} threads, {settings.latency_repeats} rounds; CPU {flags}"
+    )
     print(format_table(report))
 
 

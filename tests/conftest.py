@@ -32,7 +32,13 @@ def output_root(tmp_path: Path) -> Path:
 @pytest.fixture
 def tiny(output_root: Path) -> list[str]:
     """Overrides for a run that trains for real but takes a few seconds."""
-    return [*TINY_DATA, "trainer.max_epochs=2", "trainer.threads=1", "compression=none", f"paths.output_root={output_root}"]
+    return [
+        *TINY_DATA,
+        "trainer.max_epochs=2",
+        "trainer.threads=1",
+        "compression=none",
+        f"paths.output_root={output_root}",
+    ]
 
 
 @pytest.fixture
@@ -77,7 +83,9 @@ def free_port() -> int:
 
 
 @contextmanager
-def serving(command: list[str], health_url: str, log_path: Path, env: dict[str, str] | None = None, timeout_s: float = 120) -> Iterator[None]:
+def serving(
+    command: list[str], health_url: str, log_path: Path, env: dict[str, str] | None = None, timeout_s: float = 120
+) -> Iterator[None]:
     """Run a server process (in its own process group) until the block ends; enter once ``health_url`` answers 200."""
     with log_path.open("w") as log:
         server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
@@ -93,7 +101,9 @@ def serving(command: list[str], health_url: str, log_path: Path, env: dict[str, 
                 if server.poll() is not None:
                     raise RuntimeError(f"{command[0]} exited: {log_path.read_text()[-2000:]}")
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"{health_url} did not answer within {timeout_s:.0f} s: {log_path.read_text()[-2000:]}")
+                    raise RuntimeError(
+                        f"{health_url} did not answer within {timeout_s:.0f} s: {log_path.read_text()[-2000:]}"
+                    )
             yield
         finally:
             stop_group(server)
@@ -117,11 +127,19 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     root = tmp_path_factory.mktemp("mlflow-server")
     port = free_port()
     command = [
-        str(Path(sys.executable).parent / "mlflow"), "server",
-        "--backend-store-uri", f"sqlite:///{root / 'server.db'}",
-        "--artifacts-destination", str(root / "artifacts"),
-        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-    ]  # fmt: skip
+        str(Path(sys.executable).parent / "mlflow"),
+        "server",
+        "--backend-store-uri",
+        f"sqlite:///{root / 'server.db'}",
+        "--artifacts-destination",
+        str(root / "artifacts"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
     url = f"http://127.0.0.1:{port}"
     with serving(command, f"{url}/health", root / "server.log", timeout_s=90):
         yield url

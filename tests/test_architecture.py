@@ -16,9 +16,16 @@ SRC = REPO_ROOT / "src"
 ENTRY_POINTS = ("pipeline.cli",)
 ORCHESTRATION = ("pipeline.workflows",)
 LIBRARY = (
-    "pipeline.config", "pipeline.data", "pipeline.models", "pipeline.task", "pipeline.trainer", "pipeline.compress",
-    "pipeline.sweeps", "pipeline.tracking", "hydra_plugins",
-)  # fmt: skip
+    "pipeline.config",
+    "pipeline.data",
+    "pipeline.models",
+    "pipeline.task",
+    "pipeline.trainer",
+    "pipeline.compress",
+    "pipeline.sweeps",
+    "pipeline.tracking",
+    "hydra_plugins",
+)
 
 
 def module_name(path: Path) -> str:
@@ -53,7 +60,10 @@ def own_module(name: str) -> str | None:
     return name or None
 
 
-GRAPH = {module: {own for name in imported_names(module) if (own := own_module(name)) not in (None, module)} for module in MODULES}
+GRAPH = {
+    module: {own for name in imported_names(module) if (own := own_module(name)) not in (None, module)}
+    for module in MODULES
+}
 
 
 def in_package(module: str, packages: tuple[str, ...]) -> bool:
@@ -99,7 +109,9 @@ def test_no_import_cycle_among_the_modules() -> None:
 
 
 @pytest.mark.parametrize("lower, upper", [(LIBRARY, ENTRY_POINTS + ORCHESTRATION), (ORCHESTRATION, ENTRY_POINTS)])
-def test_imports_point_down_from_entry_points_to_orchestration_to_library(lower: tuple[str, ...], upper: tuple[str, ...]) -> None:
+def test_imports_point_down_from_entry_points_to_orchestration_to_library(
+    lower: tuple[str, ...], upper: tuple[str, ...]
+) -> None:
     upward = sorted(
         f"{module} imports {imported}"
         for module, imports in GRAPH.items()
@@ -112,7 +124,9 @@ def test_imports_point_down_from_entry_points_to_orchestration_to_library(lower:
 
 def test_only_the_tracking_package_imports_mlflow() -> None:
     outside = [module for module in MODULES if not in_package(module, ("pipeline.tracking",))]
-    assert [module for module in outside if any(name.split(".")[0] == "mlflow" for name in imported_names(module))] == []
+    assert [
+        module for module in outside if any(name.split(".")[0] == "mlflow" for name in imported_names(module))
+    ] == []
 
 
 def test_train_reads_as_a_story_in_well_under_50_lines() -> None:

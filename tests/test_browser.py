@@ -25,9 +25,18 @@ from conftest import TRAIN, cli_env, free_port, serving
 from pipeline.config import REPO_ROOT
 
 # Chromium without its background connections: this machine's network refuses them (docs/dependencies.md)
-CHROMIUM_FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--disable-dev-shm-usage", "--window-size=1500,950"]  # fmt: skip
+CHROMIUM_FLAGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--window-size=1500,950",
+]
 
 
 @pytest.fixture
@@ -45,7 +54,9 @@ def browser(tmp_path: Path) -> Iterator[WebDriver]:
 
 def wait_for_text(driver: WebDriver, *texts: str, timeout: float = 60) -> str:
     """The page's text once every one of ``texts`` is on it."""
-    WebDriverWait(driver, timeout).until(lambda d: all(text in d.find_element(By.TAG_NAME, "body").text for text in texts))
+    WebDriverWait(driver, timeout).until(
+        lambda d: all(text in d.find_element(By.TAG_NAME, "body").text for text in texts)
+    )
     return driver.find_element(By.TAG_NAME, "body").text
 
 
@@ -60,7 +71,11 @@ def screenshot(driver: WebDriver, folder: Path, name: str) -> Path:
 
 def figure_images(driver: WebDriver) -> set[str]:
     """Sources of the images on the page that are at least 600 pixels wide."""
-    return {i.get_attribute("src") for i in driver.find_elements(By.TAG_NAME, "img") if int(i.get_attribute("naturalWidth") or 0) >= 600}
+    return {
+        i.get_attribute("src")
+        for i in driver.find_elements(By.TAG_NAME, "img")
+        if int(i.get_attribute("naturalWidth") or 0) >= 600
+    }
 
 
 def close_assistant_panel(driver: WebDriver) -> None:

@@ -34,7 +34,10 @@ def runs_in(db: Path) -> list:
         (["optimizer.lrr=1"], "error: optimizer.lrr: Key 'lrr' is not in struct"),
         (["data=mnist", "data.download=false"], "error: data=mnist: MNIST files not found under"),
         (["tracking.uri=foo://nowhere"], "error: tracking.uri=foo://nowhere: "),
-        (["tracking=server", "tracking.uri=http://127.0.0.1:9"], "error: tracking.uri=http://127.0.0.1:9: no MLflow server answers"),
+        (
+            ["tracking=server", "tracking.uri=http://127.0.0.1:9"],
+            "error: tracking.uri=http://127.0.0.1:9: no MLflow server answers",
+        ),
         (["seed=-1"], "error: seed: must be in [0, 2**32), got -1"),
         (["trainer.on_divergence=maybe"], "error: trainer.on_divergence: must be fail or stop, got 'maybe'"),
         (["trainer.divergence_factor=0.5"], "error: trainer.divergence_factor: must be > 1, got 0.5"),
@@ -55,9 +58,14 @@ def test_bad_input_exits_nonzero_with_one_line_and_no_running_run(
 def test_the_issue_command_lands_everything_in_the_given_store(tmp_path: Path) -> None:
     db = tmp_path / "x.db"
     done = pipeline_train(
-        "model=transformer", "optimizer=sgd", "optimizer.lr=0.05", "trainer.max_epochs=1",
-        f"tracking.uri=sqlite:///{db}", f"paths.output_root={tmp_path / 'out'}", cwd=tmp_path,
-    )  # fmt: skip
+        "model=transformer",
+        "optimizer=sgd",
+        "optimizer.lr=0.05",
+        "trainer.max_epochs=1",
+        f"tracking.uri=sqlite:///{db}",
+        f"paths.output_root={tmp_path / 'out'}",
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     (run,) = runs_in(db)
     assert run.info.status == "FINISHED"
@@ -73,7 +81,13 @@ def test_the_issue_command_lands_everything_in_the_given_store(tmp_path: Path) -
 @pytest.mark.parametrize(("stop", "name"), [(signal.SIGTERM, "SIGTERM"), (signal.SIGINT, "SIGINT")])
 def test_a_stopped_run_is_marked_killed_not_left_running(stop: signal.Signals, name: str, tmp_path: Path) -> None:
     db = tmp_path / "out" / "mlflow.db"
-    overrides = [*TINY_DATA, "trainer.max_epochs=1000", "tracking.flush_every_s=0.2", "compression=none", f"paths.output_root={tmp_path / 'out'}"]
+    overrides = [
+        *TINY_DATA,
+        "trainer.max_epochs=1000",
+        "tracking.flush_every_s=0.2",
+        "compression=none",
+        f"paths.output_root={tmp_path / 'out'}",
+    ]
     process, run_id = start_training(overrides, tmp_path)
     try:
         client, deadline = MlflowClient(f"sqlite:///{db}"), time.monotonic() + 120
@@ -92,24 +106,44 @@ def test_a_stopped_run_is_marked_killed_not_left_running(stop: signal.Signals, n
 
 
 def test_a_diverging_run_ends_failed_with_one_line_saying_at_which_step(tmp_path: Path) -> None:
-    done = pipeline_train(*TINY_DATA, "optimizer.lr=1e6", "trainer.max_epochs=3", "compression=none",
-                          f"paths.output_root={tmp_path / 'out'}", cwd=tmp_path)  # fmt: skip
+    done = pipeline_train(
+        *TINY_DATA,
+        "optimizer.lr=1e6",
+        "trainer.max_epochs=3",
+        "compression=none",
+        f"paths.output_root={tmp_path / 'out'}",
+        cwd=tmp_path,
+    )
     assert done.returncode == 1
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and errors[0] == done.stderr.splitlines()[-1], done.stderr
-    assert re.fullmatch(r"error: training diverged: train/loss=\S+ at step \d+, over trainer.divergence_factor=100 x the first "
-                        r"step's \S+; lower optimizer.lr or set trainer.gradient_clip_val", errors[0]), errors[0]  # fmt: skip
+    assert re.fullmatch(
+        r"error: training diverged: train/loss=\S+ at step \d+, over trainer.divergence_factor=100 x the first "
+        r"step's \S+; lower optimizer.lr or set trainer.gradient_clip_val",
+        errors[0],
+    ), errors[0]
     assert "Traceback" not in done.stdout + done.stderr
     (run,) = runs_in(tmp_path / "out" / "mlflow.db")
-    assert run.info.status == "FAILED" and run.data.tags["failure_reason"] == "TrainingDiverged: " + errors[0].removeprefix("error: ")
+    assert run.info.status == "FAILED" and run.data.tags["failure_reason"] == "TrainingDiverged: " + errors[
+        0
+    ].removeprefix("error: ")
     assert "test/acc" not in run.data.metrics
 
 
 def test_on_divergence_stop_tests_the_best_epoch_and_tags_the_run(tmp_path: Path) -> None:
     # SGD at lr 0.3 on the synthetic data: the loss rises above 1.01 x its first value within a few steps
-    done = pipeline_train(*TINY_DATA, "optimizer=sgd", "optimizer.lr=0.3", "trainer.max_epochs=3", "compression=none",
-                          "trainer.divergence_factor=1.01", "trainer.on_divergence=stop", "tracking.log_model=false",
-                          f"paths.output_root={tmp_path / 'out'}", cwd=tmp_path)  # fmt: skip
+    done = pipeline_train(
+        *TINY_DATA,
+        "optimizer=sgd",
+        "optimizer.lr=0.3",
+        "trainer.max_epochs=3",
+        "compression=none",
+        "trainer.divergence_factor=1.01",
+        "trainer.on_divergence=stop",
+        "tracking.log_model=false",
+        f"paths.output_root={tmp_path / 'out'}",
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     (run,) = runs_in(tmp_path / "out" / "mlflow.db")
     assert run.info.status == "FINISHED" and run.data.tags["diverged"].startswith("training diverged: train/loss=")

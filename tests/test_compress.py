@@ -23,9 +23,30 @@ from pipeline.models.build import build_model
 from pipeline.workflows.compress import compress_stored_run
 
 EXPECTED = {
-    "cnn": {"fp32", "fp16", "bf16", "pruned50", "pruned80", "int8_static", "int8_dynamic", "pruned80_int8", "onnx", "onnx_int8"},
+    "cnn": {
+        "fp32",
+        "fp16",
+        "bf16",
+        "pruned50",
+        "pruned80",
+        "int8_static",
+        "int8_dynamic",
+        "pruned80_int8",
+        "onnx",
+        "onnx_int8",
+    },
     "rnn": {"fp32", "fp16", "bf16", "pruned50", "pruned80", "int8_dynamic", "pruned80_int8", "onnx", "onnx_int8"},
-    "transformer": {"fp32", "fp16", "bf16", "pruned50", "pruned80", "int8_dynamic", "pruned80_int8", "onnx", "onnx_int8"},
+    "transformer": {
+        "fp32",
+        "fp16",
+        "bf16",
+        "pruned50",
+        "pruned80",
+        "int8_dynamic",
+        "pruned80_int8",
+        "onnx",
+        "onnx_int8",
+    },
 }
 
 
@@ -38,7 +59,9 @@ def logged_variants(client: MlflowClient, run_id: str) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("family", ["cnn", "rnn", "transformer"])
-def test_every_variant_is_measured_logged_and_loads_with_its_logged_accuracy(family: str, tiny: list[str], store: MlflowClient) -> None:
+def test_every_variant_is_measured_logged_and_loads_with_its_logged_accuracy(
+    family: str, tiny: list[str], store: MlflowClient
+) -> None:
     result = run_training([*tiny, f"model={family}", "compression=quick", "compression.register=true"])
     run = store.get_run(result.run_id)
     metrics = run.data.metrics
@@ -72,10 +95,17 @@ def test_every_variant_is_measured_logged_and_loads_with_its_logged_accuracy(fam
 def test_compress_a_stored_run_without_retraining(tiny: list[str], store: MlflowClient, capsys) -> None:
     result = run_training([*tiny, "compression=none"])
     assert not any(key.startswith("compress/") for key in store.get_run(result.run_id).data.metrics)
-    compress_stored_run(result.run_id, ["compression=quick", "compression.variants=[int8_static,onnx_int8]", f"tracking.uri={result.tracking_uri}"])
+    compress_stored_run(
+        result.run_id,
+        ["compression=quick", "compression.variants=[int8_static,onnx_int8]", f"tracking.uri={result.tracking_uri}"],
+    )
     run = store.get_run(result.run_id)
     assert run.info.status == "FINISHED"
-    assert {key.split("/")[1] for key in run.data.metrics if key.startswith("compress/")} == {"fp32", "int8_static", "onnx_int8"}
+    assert {key.split("/")[1] for key in run.data.metrics if key.startswith("compress/")} == {
+        "fp32",
+        "int8_static",
+        "onnx_int8",
+    }
     assert run.data.metrics["compress/fp32/test_acc"] == pytest.approx(run.data.metrics["test/acc"])
     assert "int8_static" in capsys.readouterr().out
 
@@ -91,10 +121,19 @@ def test_compression_benchmark_prints_the_table_of_a_stored_run(tiny: list[str])
     result = run_training([*tiny, "compression=none"])
     script = Path(__file__).resolve().parents[1] / "scripts" / "bench_compress.py"
     done = subprocess.run(
-        [sys.executable, str(script), result.run_id, "compression=quick", "compression.variants=[bf16,int8_static]",
-         "--tracking-uri", result.tracking_uri],
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        [
+            sys.executable,
+            str(script),
+            result.run_id,
+            "compression=quick",
+            "compression.variants=[bf16,int8_static]",
+            "--tracking-uri",
+            result.tracking_uri,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     lines = done.stdout.splitlines()
     assert lines[0].startswith(f"run {result.run_id}: 64 test images")
@@ -114,7 +153,9 @@ def test_pruning_zeroes_the_requested_fraction_of_weights_for_good(family: str) 
     assert pruned(splits.train.images[:4]).shape == (4, 10)
 
 
-def test_a_model_the_onnx_exporter_cannot_express_is_skipped_not_a_crash(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_model_the_onnx_exporter_cannot_express_is_skipped_not_a_crash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def refuse(*args, **kwargs):
         raise RuntimeError("Exporting the operator 'aten::strange' to ONNX opset version 17 is not supported\nmore")
 

@@ -99,7 +99,9 @@ def test_interpolated_target_is_refused() -> None:
 
 
 def test_safe_instantiate_refuses_nested_targets() -> None:
-    node = OmegaConf.create({"_target_": "torch.optim.Adam", "_partial_": True, "lr": {"_target_": "torch.load", "f": "x"}})
+    node = OmegaConf.create(
+        {"_target_": "torch.optim.Adam", "_partial_": True, "lr": {"_target_": "torch.load", "f": "x"}}
+    )
     with pytest.raises(ConfigError, match=r"optimizer.lr._target_: target 'torch.load' is not on the allowlist"):
         safe_instantiate(node, "optimizer")
 

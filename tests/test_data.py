@@ -30,10 +30,17 @@ def test_mnist_subset_is_the_real_digits_split_the_same_way_every_time() -> None
 
 
 def test_synthetic_data_has_the_configured_shape_and_classes() -> None:
-    splits = datamodule(["data=synthetic", "data.image_shape=[3,8,12]", "data.num_classes=4", "data.train_size=40"]).splits
+    splits = datamodule(
+        ["data=synthetic", "data.image_shape=[3,8,12]", "data.num_classes=4", "data.train_size=40"]
+    ).splits
     assert splits.train.images.shape == (40, 3, 8, 12)
     assert set(splits.train.labels.tolist()) == {0, 1, 2, 3}
-    assert splits.digest() == datamodule(["data=synthetic", "data.image_shape=[3,8,12]", "data.num_classes=4", "data.train_size=40"]).splits.digest()
+    assert (
+        splits.digest()
+        == datamodule(
+            ["data=synthetic", "data.image_shape=[3,8,12]", "data.num_classes=4", "data.train_size=40"]
+        ).splits.digest()
+    )
 
 
 @pytest.mark.parametrize("dataset", ["mnist", "fashion_mnist", "cifar10"])
@@ -79,7 +86,9 @@ def test_batches_are_served_whole_and_equal_per_sample_indexing() -> None:
 
 
 def test_augmentation_changes_training_images_only() -> None:
-    module = datamodule(["data=synthetic", "data.augment.enabled=true", "data.augment.crop_padding=2", "data.batch_size=16"])
+    module = datamodule(
+        ["data=synthetic", "data.augment.enabled=true", "data.augment.crop_padding=2", "data.batch_size=16"]
+    )
     augmented, _ = next(iter(module.train_dataloader()))
     assert augmented.shape == (16, 1, 28, 28)
     augment = module.train_dataloader().dataset.transform

@@ -27,9 +27,15 @@ def test_training_shards_are_equal_and_disjoint_and_evaluation_shards_cover_ever
 
 @pytest.mark.parametrize(
     ("env", "rank"),
-    [({}, 0), ({"RANK": "3"}, 3), ({"LOCAL_RANK": "1"}, 1), ({"NODE_RANK": "1", "LOCAL_RANK": "1"}, 3),
-     ({"SLURM_PROCID": "2", "SLURM_NTASKS": "4"}, 2), ({"SLURM_PROCID": "0", "SLURM_NTASKS": "1"}, 0)],
-)  # fmt: skip
+    [
+        ({}, 0),
+        ({"RANK": "3"}, 3),
+        ({"LOCAL_RANK": "1"}, 1),
+        ({"NODE_RANK": "1", "LOCAL_RANK": "1"}, 3),
+        ({"SLURM_PROCID": "2", "SLURM_NTASKS": "4"}, 2),
+        ({"SLURM_PROCID": "0", "SLURM_NTASKS": "1"}, 0),
+    ],
+)
 def test_launched_rank_reads_the_launchers_environment(monkeypatch: pytest.MonkeyPatch, env: dict, rank: int) -> None:
     for key in ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_PROCID", "SLURM_NTASKS"):
         monkeypatch.delenv(key, raising=False)
@@ -50,8 +56,12 @@ def test_ddp_on_two_cpu_processes_gives_one_run_tested_on_every_image_once(tmp_p
         out = tmp_path / trainer
         done = subprocess.run(
             [*TRAIN, f"trainer={trainer}", *SMALL, f"paths.output_root={out}"],
-            cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=600,
-        )  # fmt: skip
+            cwd=tmp_path,
+            env=cli_env(),
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert done.returncode == 0, done.stderr[-3000:]
         (run,) = _runs(out)
         assert run.info.status == "FINISHED"
@@ -65,12 +75,32 @@ def test_ddp_on_two_cpu_processes_gives_one_run_tested_on_every_image_once(tmp_p
 @pytest.mark.slow
 def test_two_nodes_started_by_torchrun_on_localhost_give_one_run(tmp_path: Path) -> None:
     out, port = tmp_path / "out", free_port()
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc-per-node=1",
-                "--master-addr=127.0.0.1", f"--master-port={port}", "--rdzv-id=two-nodes"]  # fmt: skip
+    torchrun = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nnodes=2",
+        "--nproc-per-node=1",
+        "--master-addr=127.0.0.1",
+        f"--master-port={port}",
+        "--rdzv-id=two-nodes",
+    ]
     nodes = [
         subprocess.Popen(
-            [*torchrun, f"--node-rank={node}", "-m", "pipeline.cli.train", "trainer=multinode", *SMALL, f"paths.output_root={out}"],
-            cwd=tmp_path, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            [
+                *torchrun,
+                f"--node-rank={node}",
+                "-m",
+                "pipeline.cli.train",
+                "trainer=multinode",
+                *SMALL,
+                f"paths.output_root={out}",
+            ],
+            cwd=tmp_path,
+            env=cli_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         for node in (0, 1)
     ]

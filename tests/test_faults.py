@@ -52,7 +52,12 @@ ROUNDS = int(os.environ.get("PIPELINE_FAULT_ROUNDS", "3"))  # the issue asked fo
 def test_eight_processes_starting_together_on_a_new_store_all_finish(tmp_path: Path, round_: int) -> None:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     workers = [
-        subprocess.Popen([sys.executable, "-c", ONE_RUN, uri, str(tmp_path), str(n)], env=cli_env(), stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, "-c", ONE_RUN, uri, str(tmp_path), str(n)],
+            env=cli_env(),
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for n in range(8)
     ]
     errors = [worker.communicate(timeout=300)[1] for worker in workers]
@@ -80,7 +85,9 @@ def _open_in_new_process(uri: str) -> subprocess.CompletedProcess:
         "import sys\nfrom pipeline.errors import PipelineError\nfrom pipeline.tracking.store import open_store\n"
         "try:\n    open_store(sys.argv[1])\nexcept PipelineError as err:\n    sys.exit(print(f'error: {err}', file=sys.stderr) or 2)"
     )
-    return subprocess.run([sys.executable, "-c", script, uri], env=cli_env(), capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-c", script, uri], env=cli_env(), capture_output=True, text=True, timeout=120
+    )
 
 
 def _sql(path: Path, *statements: str) -> None:
@@ -93,9 +100,18 @@ def test_an_empty_store_left_half_migrated_is_created_anew(tmp_path: Path) -> No
     db = tmp_path / "mlflow.db"
     uri = _new_store(db, with_run=False)
     # what a creation race left behind: alembic's scratch copy and a version stuck half way
-    _sql(db, "create table _alembic_tmp_runs (run_uuid varchar)", "update alembic_version set version_num = 'a8c4a736bde6'")
-    unreadable = subprocess.run([sys.executable, "-c", f"import mlflow; mlflow.MlflowClient({uri!r}).search_experiments()"],
-                                env=cli_env(), capture_output=True, text=True, timeout=120)  # fmt: skip
+    _sql(
+        db,
+        "create table _alembic_tmp_runs (run_uuid varchar)",
+        "update alembic_version set version_num = 'a8c4a736bde6'",
+    )
+    unreadable = subprocess.run(
+        [sys.executable, "-c", f"import mlflow; mlflow.MlflowClient({uri!r}).search_experiments()"],
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert unreadable.returncode != 0  # MLflow itself cannot open it
     assert _open_in_new_process(uri).returncode == 0
     assert [e.name for e in MlflowClient(uri).search_experiments()] == ["Default"]
@@ -107,7 +123,9 @@ def test_leftover_scratch_tables_of_a_finished_migration_are_dropped_and_the_run
     _sql(db, "create table _alembic_tmp_runs (run_uuid varchar)")
     assert _open_in_new_process(uri).returncode == 0
     with sqlite3.connect(db) as connection:
-        assert connection.execute("select count(*) from sqlite_master where name like '_alembic_tmp_%'").fetchone() == (0,)
+        assert connection.execute("select count(*) from sqlite_master where name like '_alembic_tmp_%'").fetchone() == (
+            0,
+        )
     client = MlflowClient(uri)
     assert len(client.search_runs([client.get_experiment_by_name("kept").experiment_id])) == 1
 
@@ -124,60 +142,128 @@ def test_a_store_with_runs_stuck_mid_migration_is_one_line_with_the_fix(tmp_path
     )
 
 
-PHASES = ["fit", "test", "figures", "model", "compression", "registry"]  # the failpoints of pipeline.workflows.train / tracking.compressed_models
+PHASES = [
+    "fit",
+    "test",
+    "figures",
+    "model",
+    "compression",
+    "registry",
+]  # the failpoints of pipeline.workflows.train / tracking.compressed_models
 
 
 def _histories(client: MlflowClient, run_id: str) -> dict[str, list[int]]:
-    return {key: sorted(p.step for p in client.get_metric_history(run_id, key)) for key in client.get_run(run_id).data.metrics}
+    return {
+        key: sorted(p.step for p in client.get_metric_history(run_id, key))
+        for key in client.get_run(run_id).data.metrics
+    }
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("phase", PHASES)
-def test_a_run_killed_in_any_phase_after_training_resumes_with_nothing_written_twice(phase: str, tmp_path: Path) -> None:
+def test_a_run_killed_in_any_phase_after_training_resumes_with_nothing_written_twice(
+    phase: str, tmp_path: Path
+) -> None:
     out = tmp_path / "out"
-    overrides = [*TINY_DATA, "model=mlp", "trainer.max_epochs=2", "trainer.threads=1", "compression=quick",
-                 "compression.variants=[int8_dynamic,fp16]", "compression.register=true", f"paths.output_root={out}"]  # fmt: skip
-    killed = subprocess.run([*TRAIN, *overrides], cwd=tmp_path, env={**cli_env(), FAILPOINT_ENV: phase},
-                            capture_output=True, text=True, timeout=300)  # fmt: skip
+    overrides = [
+        *TINY_DATA,
+        "model=mlp",
+        "trainer.max_epochs=2",
+        "trainer.threads=1",
+        "compression=quick",
+        "compression.variants=[int8_dynamic,fp16]",
+        "compression.register=true",
+        f"paths.output_root={out}",
+    ]
+    killed = subprocess.run(
+        [*TRAIN, *overrides],
+        cwd=tmp_path,
+        env={**cli_env(), FAILPOINT_ENV: phase},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
     (run,) = client.search_runs([client.get_experiment_by_name("digits").experiment_id])
     assert run.info.status == "RUNNING"  # as a power cut leaves it
     assert f"INFO started run {run.info.run_id}" in killed.stderr  # the log reached stderr before the kill
 
-    resumed = subprocess.run([*TRAIN, f"resume={run.info.run_id}", f"paths.output_root={out}"], cwd=tmp_path,
-                             env=cli_env(), capture_output=True, text=True, timeout=300)  # fmt: skip
+    resumed = subprocess.run(
+        [*TRAIN, f"resume={run.info.run_id}", f"paths.output_root={out}"],
+        cwd=tmp_path,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     run = client.get_run(run.info.run_id)
     assert run.info.status == "FINISHED" and "failure_reason" not in run.data.tags
     for key, steps in _histories(client, run.info.run_id).items():
         assert len(steps) == len(set(steps)), f"{key} logged twice at a step: {steps}"
-    assert {"test/acc", "best/val_acc", "compress/int8_dynamic/test_acc", "compress/fp16/test_acc"} <= run.data.metrics.keys()
+    assert {
+        "test/acc",
+        "best/val_acc",
+        "compress/int8_dynamic/test_acc",
+        "compress/fp16/test_acc",
+    } <= run.data.metrics.keys()
     models = client.search_logged_models([run.info.experiment_id], filter_string=f"source_run_id = '{run.info.run_id}'")
     ready = sorted(model.name for model in models if str(model.status).endswith("READY"))
     assert ready == ["model", "model-fp16", "model-int8_dynamic"]  # each model once
     versions = client.search_model_versions("name = 'digits-mlp'")
-    assert sorted(version.tags["variant"] for version in versions) == ["fp16", "fp32", "int8_dynamic"]  # each version once
-    table = json.loads(Path(client.download_artifacts(run.info.run_id, "compression/variants.json", str(tmp_path))).read_text())
+    assert sorted(version.tags["variant"] for version in versions) == [
+        "fp16",
+        "fp32",
+        "int8_dynamic",
+    ]  # each version once
+    table = json.loads(
+        Path(client.download_artifacts(run.info.run_id, "compression/variants.json", str(tmp_path))).read_text()
+    )
     assert [row[0] for row in table["data"]] == ["fp32", "int8_dynamic", "fp16"]  # one row per variant
-    (killed_log, resumed_log) = [client.download_artifacts(run.info.run_id, info.path, str(tmp_path / "logs"))
-                                 for info in client.list_artifacts(run.info.run_id, "logs")]  # fmt: skip
+    (killed_log, resumed_log) = [
+        client.download_artifacts(run.info.run_id, info.path, str(tmp_path / "logs"))
+        for info in client.list_artifacts(run.info.run_id, "logs")
+    ]
     logs = Path(killed_log).read_text() + Path(resumed_log).read_text()  # both processes' logs, uploaded by the resume
     assert f"started run {run.info.run_id}" in logs and f"resuming run {run.info.run_id}" in logs
 
 
-SWEEP_ROUNDS = int(os.environ.get("PIPELINE_SWEEP_FAULT_ROUNDS", "2"))  # the issue asked for 10: PIPELINE_SWEEP_FAULT_ROUNDS=10
+SWEEP_ROUNDS = int(
+    os.environ.get("PIPELINE_SWEEP_FAULT_ROUNDS", "2")
+)  # the issue asked for 10: PIPELINE_SWEEP_FAULT_ROUNDS=10
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("round_", range(SWEEP_ROUNDS))
 def test_a_sweep_killed_at_a_random_moment_resumes_and_finishes(round_: int, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    command = [*TRAIN, "-m", "hydra/sweeper=optuna", "hydra.sweeper.n_trials=3", "hydra.sweeper.heartbeat_interval=1",
-               "optimizer.lr=interval(1e-4, 1e-2)", "model=mlp", *TINY_DATA, "trainer.max_epochs=1", "trainer.threads=1",
-               "compression=none", "tracking.log_model=false", f"paths.output_root={out}"]  # fmt: skip
-    sweep = subprocess.Popen(command, cwd=tmp_path, env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    moment = random.Random(round_).uniform(8, 40)  # seconds: start-up, an ask, a trial, a tell (seeded: a failure can be replayed)
+    command = [
+        *TRAIN,
+        "-m",
+        "hydra/sweeper=optuna",
+        "hydra.sweeper.n_trials=3",
+        "hydra.sweeper.heartbeat_interval=1",
+        "optimizer.lr=interval(1e-4, 1e-2)",
+        "model=mlp",
+        *TINY_DATA,
+        "trainer.max_epochs=1",
+        "trainer.threads=1",
+        "compression=none",
+        "tracking.log_model=false",
+        f"paths.output_root={out}",
+    ]
+    sweep = subprocess.Popen(
+        command,
+        cwd=tmp_path,
+        env=cli_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    moment = random.Random(round_).uniform(
+        8, 40
+    )  # seconds: start-up, an ask, a trial, a tell (seeded: a failure can be replayed)
     try:
         sweep.wait(timeout=moment)
     except subprocess.TimeoutExpired:
@@ -204,18 +290,43 @@ OUTAGE_S = float(os.environ.get("PIPELINE_OUTAGE_S", "60"))
 def test_a_tracking_server_outage_loses_no_metric_point_and_stores_none_twice(tmp_path: Path) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    server = [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-              "--artifacts-destination", str(tmp_path / "artifacts"), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]  # fmt: skip
+    server = [
+        str(Path(sys.executable).parent / "mlflow"),
+        "server",
+        "--backend-store-uri",
+        f"sqlite:///{tmp_path / 'server.db'}",
+        "--artifacts-destination",
+        str(tmp_path / "artifacts"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
     # MLflow's own retry budget made small (2 tries, 1 s apart): the outage outlasts it many times over
     env = {**cli_env(), "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
-    overrides = [*TINY_DATA, "data.train_size=2048", "model=mlp", "trainer.max_epochs=30", "trainer.threads=1",
-                 "tracking.flush_every_s=0.2", "tracking.log_model=false", "compression=none", f"tracking.uri={url}",
-                 f"paths.output_root={tmp_path / 'out'}"]  # fmt: skip
+    overrides = [
+        *TINY_DATA,
+        "data.train_size=2048",
+        "model=mlp",
+        "trainer.max_epochs=30",
+        "trainer.threads=1",
+        "tracking.flush_every_s=0.2",
+        "tracking.log_model=false",
+        "compression=none",
+        f"tracking.uri={url}",
+        f"paths.output_root={tmp_path / 'out'}",
+    ]
     with serving(server, f"{url}/health", tmp_path / "server-1.log"):
-        training = subprocess.Popen([*TRAIN, *overrides], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        training = subprocess.Popen(
+            [*TRAIN, *overrides], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
         client, deadline = MlflowClient(url), time.monotonic() + 180
-        while not (runs := client.search_runs([e.experiment_id for e in client.search_experiments()])) or \
-                len(client.get_metric_history(runs[0].info.run_id, "train/loss")) < 5:  # fmt: skip
+        while (
+            not (runs := client.search_runs([e.experiment_id for e in client.search_experiments()]))
+            or len(client.get_metric_history(runs[0].info.run_id, "train/loss")) < 5
+        ):
             assert training.poll() is None and time.monotonic() < deadline, "training never logged a step"
             time.sleep(0.2)
         run_id = runs[0].info.run_id
@@ -241,7 +352,9 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A 64 MB tmpfs (mounting needs root, which CI has): a disk the test can fill."""
     mount_point = tmp_path / "disk"
     mount_point.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mount_point)], capture_output=True, text=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mount_point)], capture_output=True, text=True
+    )
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
     try:
@@ -251,14 +364,24 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("store_on", ["the full disk", "another disk"])  # which write finds it full: a metric or a checkpoint
+@pytest.mark.parametrize(
+    "store_on", ["the full disk", "another disk"]
+)  # which write finds it full: a metric or a checkpoint
 def test_a_run_that_fills_its_disk_ends_failed_with_one_line_and_its_last_checkpoint_intact(
     store_on: str, tmp_path: Path, small_disk: Path
 ) -> None:
     out = small_disk / "out"
     db = out / "mlflow.db" if store_on == "the full disk" else tmp_path / "mlflow.db"
-    overrides = [*TINY_DATA, "data.train_size=2048", "trainer.max_epochs=50", "trainer.threads=1", "tracking.log_model=false",
-                 "compression=none", f"paths.output_root={out}", f"tracking.uri=sqlite:///{db}"]  # fmt: skip
+    overrides = [
+        *TINY_DATA,
+        "data.train_size=2048",
+        "trainer.max_epochs=50",
+        "trainer.threads=1",
+        "tracking.log_model=false",
+        "compression=none",
+        f"paths.output_root={out}",
+        f"tracking.uri=sqlite:///{db}",
+    ]
     process, run_id = start_training(overrides, tmp_path)
     last = out / "checkpoints" / run_id / "last.ckpt"
     deadline = time.monotonic() + 180
@@ -272,24 +395,35 @@ def test_a_run_that_fills_its_disk_ends_failed_with_one_line_and_its_last_checkp
     log = "".join(process.log_lines)  # type: ignore[attr-defined]
 
     assert process.returncode == 1, log[-3000:]
-    (error,) = [line for line in log.splitlines() if line.startswith("error:")] or [log[-4000:]]  # the checkpoint or the store finds it full
+    (error,) = [line for line in log.splitlines() if line.startswith("error:")] or [
+        log[-4000:]
+    ]  # the checkpoint or the store finds it full
     where = f"of the store {db}" if store_on == "the full disk" else f"writing {last}"
-    assert error == f"error: no space left on the device {where}: free some, then resume=<run id> continues from the last checkpoint", log[-4000:]
+    assert (
+        error
+        == f"error: no space left on the device {where}: free some, then resume=<run id> continues from the last checkpoint"
+    ), log[-4000:]
     assert "Traceback" not in log, log
     client = MlflowClient(f"sqlite:///{db}")  # the store is readable
     run = client.get_run(run_id)
-    assert run.info.status == "FAILED" and run.data.tags["failure_reason"] == "DiskFull: " + error.removeprefix("error: ")
+    assert run.info.status == "FAILED" and run.data.tags["failure_reason"] == "DiskFull: " + error.removeprefix(
+        "error: "
+    )
     torch.load(last, map_location="cpu", weights_only=True)  # the last good checkpoint loads
     assert [path.name for path in last.parent.iterdir() if path.name.endswith(".partial")] == []
 
 
-def test_a_corrupt_last_checkpoint_is_one_line_and_leaves_the_run_as_it_was(tiny: list[str], output_root: Path, store: MlflowClient) -> None:
+def test_a_corrupt_last_checkpoint_is_one_line_and_leaves_the_run_as_it_was(
+    tiny: list[str], output_root: Path, store: MlflowClient
+) -> None:
     result = run_training([*tiny, "tracking.log_model=false"])
     store.set_terminated(result.run_id, "KILLED")  # as a stopped run is left
     last = output_root / "checkpoints" / result.run_id / "last.ckpt"
     last.write_bytes(last.read_bytes()[:1000])  # truncated, as a copy cut short leaves it
     with pytest.raises(CheckpointError) as refused:
-        resume(compose_config([f"resume={result.run_id}", f"paths.output_root={output_root}"]), [f"resume={result.run_id}"])
+        resume(
+            compose_config([f"resume={result.run_id}", f"paths.output_root={output_root}"]), [f"resume={result.run_id}"]
+        )
     assert str(refused.value).startswith(f"resume={result.run_id}: {last} cannot be read (")
     assert str(refused.value).endswith(f"the run is unchanged: train it again with `pipeline-rerun {result.run_id}`")
     assert "\n" not in str(refused.value)

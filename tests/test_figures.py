@@ -27,10 +27,14 @@ def test_misclassified_grid_titles_each_mistake_and_survives_none() -> None:
     figure = figures.misclassified(images, torch.tensor([0, 1, 2, 3]), torch.tensor([0, 2, 2, 1]), list("abcd"))
     titles = [axis.get_title() for axis in figure.axes if axis.get_title()]
     assert titles == ["pred c\ntrue b", "pred b\ntrue d"]
-    assert figures.misclassified(images, torch.zeros(4, dtype=torch.long), torch.zeros(4, dtype=torch.long), list("abcd"))
+    assert figures.misclassified(
+        images, torch.zeros(4, dtype=torch.long), torch.zeros(4, dtype=torch.long), list("abcd")
+    )
 
 
 def test_learning_curves_plot_every_given_series() -> None:
-    figure = figures.learning_curves({"train/loss": [(0, 2.0), (1, 1.0)], "val/loss": [(1, 1.5)], "val/acc": [(1, 0.5)]})
+    figure = figures.learning_curves(
+        {"train/loss": [(0, 2.0), (1, 1.0)], "val/loss": [(1, 1.5)], "val/acc": [(1, 0.5)]}
+    )
     labels = [line.get_label() for axis in figure.axes for line in axis.get_lines()]
     assert labels == ["train/loss", "val/loss", "val/acc"]

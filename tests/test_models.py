@@ -16,7 +16,9 @@ FAMILIES = ("cnn", "rnn", "transformer", "mlp")
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32)])
 def test_backbone_builds_for_any_image_shape(family: str, shape: tuple[int, int, int]) -> None:
-    overrides = [f"model={family}"] + (["model.tokens=patch", "model.patch_size=8"] if family == "transformer" and shape[1] == 32 else [])
+    overrides = [f"model={family}"] + (
+        ["model.tokens=patch", "model.patch_size=8"] if family == "transformer" and shape[1] == 32 else []
+    )
     cfg = compose_config(overrides)
     backbone = safe_instantiate(cfg.model, "model", input_shape=list(shape), num_classes=7)
     model = Classifier(backbone, mean=[0.5] * shape[0], std=[0.25] * shape[0]).eval()
@@ -25,7 +27,9 @@ def test_backbone_builds_for_any_image_shape(family: str, shape: tuple[int, int,
     assert torch.isfinite(logits).all()
 
 
-@pytest.mark.parametrize("overrides", [["model.cell=gru"], ["model.bidirectional=true", "model.num_layers=2", "model.dropout=0.1"]])
+@pytest.mark.parametrize(
+    "overrides", [["model.cell=gru"], ["model.bidirectional=true", "model.num_layers=2", "model.dropout=0.1"]]
+)
 def test_rnn_variants(overrides: list[str]) -> None:
     cfg = compose_config(["model=rnn", *overrides])
     backbone = safe_instantiate(cfg.model, "model", input_shape=[1, 28, 28], num_classes=10)

@@ -25,7 +25,11 @@ TRIAL = [*TINY_DATA, "compression=none", "tracking.log_model=false"]
 
 def test_search_space_reads_the_stock_optuna_sweeper_syntax() -> None:
     space = search_space(
-        {"optimizer.lr": "tag(log, interval(1e-4, 1e-2))", "data.batch_size": "range(32, 129, 32)", "model": "choice(cnn, rnn)"},
+        {
+            "optimizer.lr": "tag(log, interval(1e-4, 1e-2))",
+            "data.batch_size": "range(32, 129, 32)",
+            "model": "choice(cnn, rnn)",
+        },
         ["model=mlp,cnn", "+tags.team=vision", "optimizer.weight_decay=interval(0, 0.1)"],
     )
     assert space.distributions == {
@@ -35,7 +39,11 @@ def test_search_space_reads_the_stock_optuna_sweeper_syntax() -> None:
         "optimizer.weight_decay": FloatDistribution(0.0, 0.1),
     }
     assert space.fixed == ["+tags.team=vision"]
-    assert space.overrides({"model": "cnn", "data.batch_size": 64}) == ["+tags.team=vision", "model=cnn", "data.batch_size=64"]
+    assert space.overrides({"model": "cnn", "data.batch_size": 64}) == [
+        "+tags.team=vision",
+        "model=cnn",
+        "data.batch_size=64",
+    ]
 
 
 def test_a_search_without_any_search_expression_is_refused() -> None:
@@ -51,7 +59,9 @@ def test_the_same_command_names_the_same_study_whatever_the_order_of_its_overrid
 
 
 def _sweep(args: list[str], cwd: Path, **popen: object) -> subprocess.CompletedProcess:
-    return subprocess.run([*TRAIN, "-m", *args], cwd=cwd, env=cli_env(), capture_output=True, text=True, timeout=900, **popen)
+    return subprocess.run(
+        [*TRAIN, "-m", *args], cwd=cwd, env=cli_env(), capture_output=True, text=True, timeout=900, **popen
+    )
 
 
 def _store(out: Path) -> tuple[MlflowClient, list, list]:
@@ -71,37 +81,60 @@ def _study(out: Path) -> optuna.Study:
 @pytest.mark.slow
 def test_six_trials_two_at_a_time_land_under_one_parent_with_the_best_named(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    done = _sweep([*SEARCH, "hydra/launcher=parallel", "hydra.sweeper.n_trials=6", *TRIAL, "trainer.max_epochs=3",
-                   f"paths.output_root={out}"], tmp_path)  # fmt: skip
+    done = _sweep(
+        [
+            *SEARCH,
+            "hydra/launcher=parallel",
+            "hydra.sweeper.n_trials=6",
+            *TRIAL,
+            "trainer.max_epochs=3",
+            f"paths.output_root={out}",
+        ],
+        tmp_path,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     client, (parent,), children = _store(out)
     study = _study(out)
     assert len(study.trials) == 6 and len(children) == 6
     assert {run.data.tags["optuna.trial"] for run in children} == {str(trial.number) for trial in study.trials}
     for run in children:
-        assert run.info.status == "FINISHED" and run.data.params["trainer.threads"] == str(max(1, len(os.sched_getaffinity(0)) // 2))
+        assert run.info.status == "FINISHED" and run.data.params["trainer.threads"] == str(
+            max(1, len(os.sched_getaffinity(0)) // 2)
+        )
         assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
         trial = study.trials[int(run.data.tags["optuna.trial"])]
         assert run.data.tags["optuna.state"] == trial.state.name
         epochs = 3 if trial.state.name == "COMPLETE" else trial.user_attrs["pruned_at_epoch"] + 1
         assert len(client.get_metric_history(run.info.run_id, "val/acc")) == epochs  # nothing lost
-        assert trial.intermediate_values == {epoch: pytest.approx(max(p.value for p in client.get_metric_history(
-            run.info.run_id, "val/acc")[: epoch + 1])) for epoch in range(epochs)}  # fmt: skip
+        assert trial.intermediate_values == {
+            epoch: pytest.approx(
+                max(p.value for p in client.get_metric_history(run.info.run_id, "val/acc")[: epoch + 1])
+            )
+            for epoch in range(epochs)
+        }
     best = study.best_trial
     assert parent.info.status == "FINISHED" and parent.data.metrics["sweep/trials"] == 6
     (best_run,) = [run for run in children if run.data.tags["optuna.trial"] == str(best.number)]
     assert parent.data.tags["sweep.best_run_id"] == best_run.info.run_id
     assert {a.path for a in client.list_artifacts(parent.info.run_id, "sweep")} >= {
-        "sweep/objective_by_parameter.png", "sweep/optimization_history.png", "sweep/param_importances.png",
-    }  # fmt: skip
+        "sweep/objective_by_parameter.png",
+        "sweep/optimization_history.png",
+        "sweep/param_importances.png",
+    }
 
 
 @pytest.mark.slow
 def test_a_pruned_trial_is_stopped_and_marked_pruned_in_optuna_and_mlflow(tmp_path: Path) -> None:
     out = tmp_path / "out"
     # validation accuracy never reaches 1.1: the threshold pruner stops every trial after its warm-up epoch
-    pruner = ["~hydra.sweeper.pruner", "+hydra.sweeper.pruner={_target_: optuna.pruners.ThresholdPruner, lower: 1.1, n_warmup_steps: 1}"]
-    done = _sweep([*SEARCH, "hydra.sweeper.n_trials=2", *pruner, *TRIAL, "trainer.max_epochs=5", f"paths.output_root={out}"], tmp_path)
+    pruner = [
+        "~hydra.sweeper.pruner",
+        "+hydra.sweeper.pruner={_target_: optuna.pruners.ThresholdPruner, lower: 1.1, n_warmup_steps: 1}",
+    ]
+    done = _sweep(
+        [*SEARCH, "hydra.sweeper.n_trials=2", *pruner, *TRIAL, "trainer.max_epochs=5", f"paths.output_root={out}"],
+        tmp_path,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     client, (parent,), children = _store(out)
     assert [trial.state.name for trial in _study(out).trials] == ["PRUNED", "PRUNED"]
@@ -124,9 +157,26 @@ def _count(database: Path, query: str) -> int:
 @pytest.mark.slow
 def test_a_killed_sweep_resumes_and_finishes_only_the_remaining_trials(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    command = [*TRAIN, "-m", *SEARCH, "hydra/launcher=parallel", "hydra.sweeper.n_trials=6", "hydra.sweeper.heartbeat_interval=1",
-               "hydra.sweeper.pruner=null", *TRIAL, "trainer.max_epochs=8", f"paths.output_root={out}"]  # fmt: skip
-    sweep = subprocess.Popen(command, cwd=tmp_path, env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    command = [
+        *TRAIN,
+        "-m",
+        *SEARCH,
+        "hydra/launcher=parallel",
+        "hydra.sweeper.n_trials=6",
+        "hydra.sweeper.heartbeat_interval=1",
+        "hydra.sweeper.pruner=null",
+        *TRIAL,
+        "trainer.max_epochs=8",
+        f"paths.output_root={out}",
+    ]
+    sweep = subprocess.Popen(
+        command,
+        cwd=tmp_path,
+        env=cli_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 300
     # kill once two trials are done and the next ones have opened their MLflow runs
     while not (
@@ -168,8 +218,19 @@ def test_a_killed_sweep_resumes_and_finishes_only_the_remaining_trials(tmp_path:
 @pytest.mark.slow
 def test_a_sweep_of_two_device_ddp_trials(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    done = _sweep(["hydra/sweeper=optuna", "hydra.sweeper.n_trials=2", "optimizer.lr=interval(1e-3, 3e-3)", "trainer=ddp",
-                   "model=mlp", *TRIAL, "trainer.max_epochs=2", f"paths.output_root={out}"], tmp_path)  # fmt: skip
+    done = _sweep(
+        [
+            "hydra/sweeper=optuna",
+            "hydra.sweeper.n_trials=2",
+            "optimizer.lr=interval(1e-3, 3e-3)",
+            "trainer=ddp",
+            "model=mlp",
+            *TRIAL,
+            "trainer.max_epochs=2",
+            f"paths.output_root={out}",
+        ],
+        tmp_path,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     _client, (parent,), children = _store(out)
     study = _study(out)
@@ -183,15 +244,27 @@ def test_a_sweep_of_two_device_ddp_trials(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("overrides", "expected"),
-    [(["model=cnn"], "error: hydra.sweeper.params: nothing to search"),
-     (["model=cnn,mlp", "hydra.sweeper.storage=nosuchdb://x"], "error: hydra.sweeper.storage=nosuchdb://x: "),
-     (["model=cnn,mlp", "hydra.sweeper.direction=minimize"], "error: hydra.sweeper.direction=minimize: set sweep.direction"),
-     (["model=cnn,mlp", "+hydra.sweeper.sampler.sed=1"], "error: hydra.sweeper.sampler: TPESampler.__init__() got an unexpected")],
-)  # fmt: skip
+    [
+        (["model=cnn"], "error: hydra.sweeper.params: nothing to search"),
+        (["model=cnn,mlp", "hydra.sweeper.storage=nosuchdb://x"], "error: hydra.sweeper.storage=nosuchdb://x: "),
+        (
+            ["model=cnn,mlp", "hydra.sweeper.direction=minimize"],
+            "error: hydra.sweeper.direction=minimize: set sweep.direction",
+        ),
+        (
+            ["model=cnn,mlp", "+hydra.sweeper.sampler.sed=1"],
+            "error: hydra.sweeper.sampler: TPESampler.__init__() got an unexpected",
+        ),
+    ],
+)
 def test_bad_search_input_is_one_line_and_a_failed_parent(tmp_path: Path, overrides: list[str], expected: str) -> None:
     out = tmp_path / "out"
     done = _sweep(["hydra/sweeper=optuna", *overrides, *TRIAL, f"paths.output_root={out}"], tmp_path)
-    assert done.returncode == 2 and done.stderr.startswith(expected) and done.stderr.count("\n") == 1, done.stderr[-2000:]
+    assert done.returncode == 2 and done.stderr.startswith(expected) and done.stderr.count("\n") == 1, done.stderr[
+        -2000:
+    ]
     _, (parent,), children = _store(out)
-    assert parent.info.status == "FAILED" and parent.data.tags["failure_reason"] == done.stderr[len("error: "):].strip()
+    assert (
+        parent.info.status == "FAILED" and parent.data.tags["failure_reason"] == done.stderr[len("error: ") :].strip()
+    )
     assert children == []

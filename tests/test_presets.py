@@ -17,7 +17,9 @@ def compose_with_hydra(overrides: list[str]) -> DictConfig:
 
 def test_the_example_search_on_slurm_with_a_database_study(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PIPELINE_OPTUNA_STORAGE", "postgresql://optuna:secret@db-host:5432/optuna")
-    cfg = compose_with_hydra(["search=digits", "hydra/sweeper=optuna_server", "hydra/launcher=slurm", "trainer=multinode"])
+    cfg = compose_with_hydra(
+        ["search=digits", "hydra/sweeper=optuna_server", "hydra/launcher=slurm", "trainer=multinode"]
+    )
     sweeper, launcher = cfg.hydra.sweeper, cfg.hydra.launcher
     assert sweeper._target_ == OPTUNA_SWEEPER
     assert sweeper.storage == "postgresql://optuna:secret@db-host:5432/optuna"
@@ -31,12 +33,17 @@ def test_the_example_search_on_slurm_with_a_database_study(monkeypatch: pytest.M
 def test_parallel_launcher_sets_the_sweepers_batch() -> None:
     cfg = compose_with_hydra(["hydra/sweeper=optuna", "hydra/launcher=parallel"])
     assert cfg.hydra.launcher.n_jobs == cfg.hydra.sweeper.n_jobs == 2
-    assert cfg.hydra.sweeper.storage.startswith("sqlite:///") and cfg.hydra.sweeper.storage.endswith("/outputs/optuna.db")
+    assert cfg.hydra.sweeper.storage.startswith("sqlite:///") and cfg.hydra.sweeper.storage.endswith(
+        "/outputs/optuna.db"
+    )
     assert OmegaConf.to_container(cfg.hydra.sweeper.pruner)["_target_"] == "optuna.pruners.MedianPruner"
     assert compose_with_hydra(["hydra/sweeper=optuna"]).hydra.sweeper.n_jobs == 1
 
 
-@pytest.mark.parametrize(("preset", "expected"), [("ddp", ("cpu", 2, "ddp", 1)), ("gpu", ("gpu", 1, "auto", 1)), ("multinode", ("cpu", 1, "ddp", 2))])
+@pytest.mark.parametrize(
+    ("preset", "expected"),
+    [("ddp", ("cpu", 2, "ddp", 1)), ("gpu", ("gpu", 1, "auto", 1)), ("multinode", ("cpu", 1, "ddp", 2))],
+)
 def test_trainer_presets(preset: str, expected: tuple) -> None:
     trainer = compose_with_hydra([f"trainer={preset}"]).trainer
     assert (trainer.accelerator, trainer.devices, trainer.strategy, trainer.num_nodes) == expected

@@ -20,8 +20,9 @@ def test_plain_output_gets_one_line_per_step(caplog: pytest.LogCaptureFixture) -
     with caplog.at_level(logging.INFO, logger="pipeline"):
         assert list(progress(["fp32", "int8"], "compress: build")) == ["fp32", "int8"]
     assert [record.getMessage().rsplit(" (", 1)[0] for record in caplog.records] == [
-        "compress: build 1/2 fp32", "compress: build 2/2 int8",
-    ]  # fmt: skip
+        "compress: build 1/2 fp32",
+        "compress: build 2/2 int8",
+    ]
 
 
 def test_a_terminal_gets_a_bar_and_no_lines(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:

@@ -32,7 +32,11 @@ def test_rerun_reports_every_metric_identical(family: str, tiny: list[str], outp
     client = MlflowClient(store_uri(output_root))
     (copy,) = [r for r in client.search_runs(["1"]) if r.info.run_id != original.run_id]
     assert copy.data.tags["rerun_of"] == original.run_id
-    untimed = {k: v for k, v in client.get_run(original.run_id).data.metrics.items() if "latency" not in k and "speedup" not in k}
+    untimed = {
+        k: v
+        for k, v in client.get_run(original.run_id).data.metrics.items()
+        if "latency" not in k and "speedup" not in k
+    }
     assert untimed.items() <= copy.data.metrics.items()
     if compression:
         assert "compress/pruned80/test_acc" in untimed and "timing metrics not compared" in report
@@ -40,7 +44,10 @@ def test_rerun_reports_every_metric_identical(family: str, tiny: list[str], outp
 
 def test_rerun_with_a_changed_value_reports_the_difference(tiny: list[str], output_root: Path, capsys) -> None:
     original = run_training([*tiny, "tracking.log_model=false"])
-    assert rerun(original.run_id, ["optimizer.lr=0.01", f"tracking.uri={store_uri(output_root)}"], False, 0.0) == NOT_REPRODUCED_EXIT
+    assert (
+        rerun(original.run_id, ["optimizer.lr=0.01", f"tracking.uri={store_uri(output_root)}"], False, 0.0)
+        == NOT_REPRODUCED_EXIT
+    )
     assert "<- differs" in capsys.readouterr().out
 
 
@@ -76,10 +83,14 @@ def test_stored_config_naming_a_foreign_target_is_refused(target: str, tiny: lis
 
 @pytest.mark.parametrize(
     ("original", "tampered", "refusal"),
-    [("tags: {}", "tags: {_target_: os.system, x: rm -rf /}", "tags._target_: not allowed here"),
-     ("seed: 42", "seed: -1", r"seed: must be in \[0, 2\*\*32\), got -1")],
-)  # fmt: skip
-def test_a_tampered_stored_config_is_one_clear_refusal(original: str, tampered: str, refusal: str, tiny: list[str], output_root: Path) -> None:
+    [
+        ("tags: {}", "tags: {_target_: os.system, x: rm -rf /}", "tags._target_: not allowed here"),
+        ("seed: 42", "seed: -1", r"seed: must be in \[0, 2\*\*32\), got -1"),
+    ],
+)
+def test_a_tampered_stored_config_is_one_clear_refusal(
+    original: str, tampered: str, refusal: str, tiny: list[str], output_root: Path
+) -> None:
     run = run_training([*tiny, "tracking.log_model=false", "tracking.log_checkpoint=false"])
     uri = store_uri(output_root)
     mlflow.set_tracking_uri(uri)
@@ -107,9 +118,14 @@ def wait_for_epochs(db: Path, run_id: str, epochs: int, process: subprocess.Pope
 @pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGTERM])
 def test_killed_run_resumes_into_the_same_run_as_if_never_stopped(stop: signal.Signals, tmp_path: Path) -> None:
     overrides = [
-        *TINY_DATA, "data.train_size=1024", "trainer.max_epochs=8", "trainer.threads=1",
-        "tracking.log_model=false", "tracking.flush_every_s=0.1", "compression=none",
-    ]  # fmt: skip
+        *TINY_DATA,
+        "data.train_size=1024",
+        "trainer.max_epochs=8",
+        "trainer.threads=1",
+        "tracking.log_model=false",
+        "tracking.flush_every_s=0.1",
+        "compression=none",
+    ]
     reference = run_training([*overrides, f"paths.output_root={tmp_path / 'reference'}"])
 
     out = tmp_path / "out"
@@ -126,7 +142,12 @@ def test_killed_run_resumes_into_the_same_run_as_if_never_stopped(stop: signal.S
     assert "test/acc" not in interrupted.data.metrics
 
     done = subprocess.run(
-        [*TRAIN, f"resume={run_id}", f"paths.output_root={out}"], cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=300
+        [*TRAIN, f"resume={run_id}", f"paths.output_root={out}"],
+        cwd=tmp_path,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]
 

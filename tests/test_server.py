@@ -19,7 +19,12 @@ SERVER = ["bash", str(REPO_ROOT / "scripts" / "server.sh")]
 @pytest.fixture
 def team_server(tmp_path: Path) -> Iterator[dict[str, str]]:
     """The environment a team member's shell has once scripts/server.sh started: server URL, study database."""
-    env = {**cli_env(), "SERVER_DIR": str(tmp_path / "server"), "PG_PORT": str(free_port()), "MLFLOW_PORT": str(free_port())}
+    env = {
+        **cli_env(),
+        "SERVER_DIR": str(tmp_path / "server"),
+        "PG_PORT": str(free_port()),
+        "MLFLOW_PORT": str(free_port()),
+    }
     try:
         started = subprocess.run([*SERVER, "start"], env=env, capture_output=True, text=True, timeout=600)
         assert started.returncode == 0, started.stdout + started.stderr
@@ -34,15 +39,35 @@ def team_server(tmp_path: Path) -> Iterator[dict[str, str]]:
 
 
 @pytest.mark.slow
-def test_a_run_and_a_parallel_sweep_land_in_the_team_server(tmp_path: Path, team_server: dict[str, str], monkeypatch) -> None:
-    common = ["tracking=server", *TINY_DATA, "trainer.max_epochs=2", "compression=none", f"paths.output_root={tmp_path / 'out'}"]
+def test_a_run_and_a_parallel_sweep_land_in_the_team_server(
+    tmp_path: Path, team_server: dict[str, str], monkeypatch
+) -> None:
+    common = [
+        "tracking=server",
+        *TINY_DATA,
+        "trainer.max_epochs=2",
+        "compression=none",
+        f"paths.output_root={tmp_path / 'out'}",
+    ]
     run = subprocess.run([*TRAIN, *common], env=team_server, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
     sweep = subprocess.run(
-        [*TRAIN, "-m", "hydra/sweeper=optuna_server", "hydra/launcher=parallel", "hydra.sweeper.n_trials=2",
-         "optimizer.lr=interval(1e-3, 1e-2)", "model=mlp", *common],
-        env=team_server, capture_output=True, text=True, timeout=600, cwd=tmp_path,
-    )  # fmt: skip
+        [
+            *TRAIN,
+            "-m",
+            "hydra/sweeper=optuna_server",
+            "hydra/launcher=parallel",
+            "hydra.sweeper.n_trials=2",
+            "optimizer.lr=interval(1e-3, 1e-2)",
+            "model=mlp",
+            *common,
+        ],
+        env=team_server,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+    )
     assert sweep.returncode == 0, sweep.stderr[-3000:]
 
     client = MlflowClient(team_server["MLFLOW_TRACKING_URI"])

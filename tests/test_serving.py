@@ -22,14 +22,28 @@ SERVE = REPO_ROOT / "scripts" / "serve.sh"
 def test_the_best_model_of_a_sweep_is_registered_and_served_by_alias(tmp_path: Path) -> None:
     out = tmp_path / "out"
     done = subprocess.run(
-        [*TRAIN, "-m", "model=mlp", "optimizer.lr=0.001,0.01", *TINY_DATA, "trainer.max_epochs=2", "compression=none",
-         f"paths.output_root={out}"],
-        cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        [
+            *TRAIN,
+            "-m",
+            "model=mlp",
+            "optimizer.lr=0.001,0.01",
+            *TINY_DATA,
+            "trainer.max_epochs=2",
+            "compression=none",
+            f"paths.output_root={out}",
+        ],
+        cwd=tmp_path,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     uri = f"sqlite:///{out / 'mlflow.db'}"
     client = MlflowClient(uri)
-    (parent,) = client.search_runs([client.get_experiment_by_name("digits").experiment_id], "tags.`sweep.role` = 'parent'")
+    (parent,) = client.search_runs(
+        [client.get_experiment_by_name("digits").experiment_id], "tags.`sweep.role` = 'parent'"
+    )
     assert parent.data.tags["sweep.best_model"] == "models:/digits-sweep@best"
     version = client.get_model_version_by_alias("digits-sweep", "best")
     assert version.run_id == parent.data.tags["sweep.best_run_id"]
@@ -40,7 +54,12 @@ def test_the_best_model_of_a_sweep_is_registered_and_served_by_alias(tmp_path: P
 
     port = free_port()
     env = {**cli_env(), "MLFLOW_TRACKING_URI": uri, "PORT": str(port)}
-    with serving(["bash", str(SERVE), "models:/digits-sweep@best"], f"http://127.0.0.1:{port}/ping", tmp_path / "serve.log", env=env):
+    with serving(
+        ["bash", str(SERVE), "models:/digits-sweep@best"],
+        f"http://127.0.0.1:{port}/ping",
+        tmp_path / "serve.log",
+        env=env,
+    ):
         request = urllib.request.Request(
             f"http://127.0.0.1:{port}/invocations",
             data=json.dumps({"inputs": images.tolist()}).encode(),

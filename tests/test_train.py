@@ -24,7 +24,9 @@ def only_run(store: MlflowClient):
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_each_model_family_trains_and_lands_whole_in_the_store(family: str, tiny: list[str], store: MlflowClient) -> None:
+def test_each_model_family_trains_and_lands_whole_in_the_store(
+    family: str, tiny: list[str], store: MlflowClient
+) -> None:
     long_note = "n" * 300  # Lightning's MLFlowLogger would cut this at 250 characters
     overrides = [*tiny, f"model={family}", "run_name=tiny-" + family, f"+tags.note={long_note}"]
     result = run_training(overrides)
@@ -47,7 +49,10 @@ def test_each_model_family_trains_and_lands_whole_in_the_store(family: str, tiny
     steps_per_epoch = 96 // 32
     losses = store.get_metric_history(run_id, "train/loss")
     assert [m.step for m in losses] == list(range(2 * steps_per_epoch))
-    assert [m.step for m in store.get_metric_history(run_id, "val/acc")] == [steps_per_epoch - 1, 2 * steps_per_epoch - 1]
+    assert [m.step for m in store.get_metric_history(run_id, "val/acc")] == [
+        steps_per_epoch - 1,
+        2 * steps_per_epoch - 1,
+    ]
     assert run.data.metrics["test/acc"] == pytest.approx(result.test_metrics["test/acc"])
     assert {"val/loss", "train/acc", "test/loss", "best/val_acc"} <= set(run.data.metrics)
 
@@ -123,5 +128,8 @@ def test_http_tracking_uri_goes_through_a_real_server(tiny: list[str], mlflow_se
     client = MlflowClient(tracking_uri=mlflow_server)
     run = client.get_run(result.run_id)
     assert run.info.status == "FINISHED" and "test/acc" in run.data.metrics
-    assert [a.path for a in client.list_artifacts(result.run_id, "config")] == ["config/config.yaml", "config/overrides.txt"]
+    assert [a.path for a in client.list_artifacts(result.run_id, "config")] == [
+        "config/config.yaml",
+        "config/overrides.txt",
+    ]
     assert [a.path for a in client.list_artifacts(result.run_id, "checkpoints")] == ["checkpoints/best.ckpt"]

@@ -70,7 +70,11 @@ class StopOnDivergence(pl.Callback):
             self.first_loss = value
         reason = self._reason(value, trainer.global_step)
         # a collective call on every rank at every step, so it comes first
-        if trainer.world_size > 1 and trainer.strategy.reduce_boolean_decision(reason is not None, all=False) and reason is None:
+        if (
+            trainer.world_size > 1
+            and trainer.strategy.reduce_boolean_decision(reason is not None, all=False)
+            and reason is None
+        ):
             reason = f"training diverged on another DDP rank at step {trainer.global_step}"
         if reason is None:
             return

@@ -46,4 +46,6 @@ def disk_full(err: OSError, folder: object) -> DiskFull | None:
     if err.errno not in (errno.ENOSPC, errno.EDQUOT):
         return None
     where = f"writing {err.filename}" if err.filename else f"under {folder}"
-    return DiskFull(f"no space left on the device {where}: free some, then resume=<run id> continues from the last checkpoint")
+    return DiskFull(
+        f"no space left on the device {where}: free some, then resume=<run id> continues from the last checkpoint"
+    )

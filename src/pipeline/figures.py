@@ -22,7 +22,9 @@ def predictions(model: torch.nn.Module, images: torch.Tensor, batch_size: int = 
     """Predicted class of every image, in evaluation mode."""
     model.eval()
     with torch.inference_mode():
-        return torch.cat([model(images[start : start + batch_size]).argmax(dim=1) for start in range(0, len(images), batch_size)])
+        return torch.cat(
+            [model(images[start : start + batch_size]).argmax(dim=1) for start in range(0, len(images), batch_size)]
+        )
 
 
 def learning_curves(histories: Mapping[str, History]) -> Figure:
@@ -77,13 +79,17 @@ def misclassified(
     wrong = torch.nonzero(predicted != labels).flatten()[:limit].tolist()
     columns = 5
     rows = max(1, -(-len(wrong) // columns))
-    figure, axes = plt.subplots(rows, columns, figsize=(2.2 * columns, 2.4 * rows), constrained_layout=True, squeeze=False)
+    figure, axes = plt.subplots(
+        rows, columns, figsize=(2.2 * columns, 2.4 * rows), constrained_layout=True, squeeze=False
+    )
     for axis in axes.flat:
         axis.axis("off")
     for axis, index in zip(axes.flat, wrong, strict=False):  # the grid may have spare cells
         image = images[index].permute(1, 2, 0).numpy()
         axis.imshow(image.squeeze(-1) if image.shape[-1] == 1 else image.clip(0, 1), cmap="gray")
-        axis.set_title(f"pred {class_names[predicted[index]]}\ntrue {class_names[labels[index]]}", fontsize=9, color="firebrick")
+        axis.set_title(
+            f"pred {class_names[predicted[index]]}\ntrue {class_names[labels[index]]}", fontsize=9, color="firebrick"
+        )
     total = int((predicted != labels).sum())
     figure.suptitle(f"Misclassified test images: {len(wrong)} of {total} shown")
     return figure

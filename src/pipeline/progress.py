@@ -30,4 +30,11 @@ def progress(items: Iterable[Item], label: str, describe=str) -> Iterator[Item]:
     for index, item in enumerate(items, start=1):
         started = time.perf_counter()
         yield item
-        log.info("%s %d/%s %s (%.1f s)", label, index, total if total is not None else "?", describe(item), time.perf_counter() - started)
+        log.info(
+            "%s %d/%s %s (%.1f s)",
+            label,
+            index,
+            total if total is not None else "?",
+            describe(item),
+            time.perf_counter() - started,
+        )

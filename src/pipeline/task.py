@@ -40,7 +40,9 @@ class ClassificationTask(pl.LightningModule):
         self.model = model
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.scheduler_interval = scheduler_interval
-        self.accuracy = nn.ModuleDict({f"{stage}_acc": MulticlassAccuracy(num_classes, average="micro") for stage in ("train", "val", "test")})
+        self.accuracy = nn.ModuleDict(
+            {f"{stage}_acc": MulticlassAccuracy(num_classes, average="micro") for stage in ("train", "val", "test")}
+        )
         self.epoch_loss = nn.ModuleDict({f"{stage}_loss": MeanMetric() for stage in ("val", "test")})
         self.test_samples = SumMetric()
 
@@ -63,7 +65,9 @@ class ClassificationTask(pl.LightningModule):
             self.test_samples(len(labels))
             self.log("test/samples", self.test_samples, on_step=False, on_epoch=True, batch_size=len(labels))
         if stage != "train":  # train/acc is logged with the validation metrics: see on_validation_epoch_end
-            self.log(f"{stage}/acc", accuracy, on_step=False, on_epoch=True, prog_bar=stage == "val", batch_size=len(labels))
+            self.log(
+                f"{stage}/acc", accuracy, on_step=False, on_epoch=True, prog_bar=stage == "val", batch_size=len(labels)
+            )
         return loss
 
     def on_validation_epoch_end(self) -> None:

@@ -48,7 +48,13 @@ def build_trainer(
         log_every_n_steps=cfg.trainer.log_every_n_steps,
         gradient_clip_val=cfg.trainer.gradient_clip_val,
         logger=logger if logger is not None else False,
-        callbacks=[best, every_epoch, StopOnSignal(), LeaveProcessGroup(), *callbacks],  # the best first: ckpt_path="best"
+        callbacks=[
+            best,
+            every_epoch,
+            StopOnSignal(),
+            LeaveProcessGroup(),
+            *callbacks,
+        ],  # the best first: ckpt_path="best"
         plugins=[AtomicCheckpointIO()],
         default_root_dir=output_root,
         enable_progress_bar=sys.stderr.isatty(),

@@ -68,7 +68,9 @@ class OptunaSweeper(Sweeper):
         if self.n_trials < 1 or self.n_jobs < 1 or self.heartbeat_interval < 1:
             raise ConfigError("hydra.sweeper: n_trials, n_jobs and heartbeat_interval must be >= 1")
         if self.direction != self.config.sweep.direction:  # the parent run ranks trials by sweep.direction
-            raise ConfigError(f"hydra.sweeper.direction={self.direction}: set sweep.direction instead (it is {self.config.sweep.direction})")
+            raise ConfigError(
+                f"hydra.sweeper.direction={self.direction}: set sweep.direction instead (it is {self.config.sweep.direction})"
+            )
         if not self.storage:
             raise ConfigError("hydra.sweeper.storage: a database URL is needed (sqlite:///path or postgresql://...)")
 
@@ -94,7 +96,11 @@ class OptunaSweeper(Sweeper):
         assert self.config is not None
         self._check()
         space = search_space(self.params, arguments)
-        if self.n_jobs > 1 and "trainer.threads" not in space.keys and not any(o.startswith("trainer.threads=") for o in space.fixed):
+        if (
+            self.n_jobs > 1
+            and "trainer.threads" not in space.keys
+            and not any(o.startswith("trainer.threads=") for o in space.fixed)
+        ):
             # parallel trials share the cores instead of each taking all of them
             space.fixed.append(f"trainer.threads={max(1, available_cores() // self.n_jobs)}")
         name = study_name(self.study_name, self.params, arguments, self.config.sweep.objective, self.direction)
@@ -114,7 +120,13 @@ class OptunaSweeper(Sweeper):
 
         complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         if complete:
-            log.info("optuna study %s: best trial %d, value %.4f, %s", study.study_name, study.best_trial.number, study.best_value, study.best_params)
+            log.info(
+                "optuna study %s: best trial %d, value %.4f, %s",
+                study.study_name,
+                study.best_trial.number,
+                study.best_value,
+                study.best_params,
+            )
         if parent and complete:
             from pipeline.sweeps.figures import study_figures
             from pipeline.tracking.sweep_runs import log_parent_figures
@@ -131,7 +143,9 @@ class _Search:
     heartbeat has not gone stale yet) are waited for, so the sweep ends with nothing RUNNING.
     """
 
-    def __init__(self, sweeper: OptunaSweeper, study: Any, space: Any, name: str, heartbeats: Any, uri: str, parent: str | None) -> None:
+    def __init__(
+        self, sweeper: OptunaSweeper, study: Any, space: Any, name: str, heartbeats: Any, uri: str, parent: str | None
+    ) -> None:
         self.sweeper, self.study, self.space, self.name = sweeper, study, space, name
         self.heartbeats, self.uri, self.parent = heartbeats, uri, parent
         self.launcher = sweeper.launcher
@@ -158,12 +172,16 @@ class _Search:
                     if streaming:
                         in_flight.update({self.launcher.submit(job, trial.number): trial for trial, job in started})
                     elif started:
-                        results = self.launcher.launch([job for _, job in started], initial_job_idx=started[0][0].number)
+                        results = self.launcher.launch(
+                            [job for _, job in started], initial_job_idx=started[0][0].number
+                        )
                         for (trial, _), result in zip(started, results, strict=True):
                             self._tell(trial, result)
                     continue
                 if in_flight:
-                    done, _ = wait(list(in_flight), timeout=self.sweeper.heartbeat_interval, return_when=FIRST_COMPLETED)
+                    done, _ = wait(
+                        list(in_flight), timeout=self.sweeper.heartbeat_interval, return_when=FIRST_COMPLETED
+                    )
                     for future in done:
                         self._tell(in_flight.pop(future), future.result())
                     continue
@@ -174,7 +192,9 @@ class _Search:
         finally:
             if self.open and hasattr(self.launcher, "shutdown"):
                 self.launcher.shutdown()
-            for trial in list(self.open.values()):  # interrupted (Ctrl-C, SIGTERM, a launcher failure): run again next time
+            for trial in list(
+                self.open.values()
+            ):  # interrupted (Ctrl-C, SIGTERM, a launcher failure): run again next time
                 self.heartbeats.discard(trial_id_of(trial))
                 fail_and_retry(self.study, trial)
 
@@ -185,7 +205,9 @@ class _Search:
             self.waiting_for = numbers
             log.info(
                 "waiting for trial(s) %s, running in another process; each is failed and retried if no heartbeat "
-                "arrives for %d s", ", ".join(map(str, numbers)), 2 * self.sweeper.heartbeat_interval,
+                "arrives for %d s",
+                ", ".join(map(str, numbers)),
+                2 * self.sweeper.heartbeat_interval,
             )
 
     def _fail_lost(self) -> None:
@@ -194,7 +216,9 @@ class _Search:
 
         lost = fail_lost_trials(self.study)
         if lost and self.parent:
-            fail_lost_trial_runs(self.uri, self.parent, [trial.number for trial in lost], self.sweeper.heartbeat_interval)
+            fail_lost_trial_runs(
+                self.uri, self.parent, [trial.number for trial in lost], self.sweeper.heartbeat_interval
+            )
 
     def _ask(self, count: int) -> list[tuple[Any, list[str]]]:
         """Ask for ``count`` trials; return those whose overrides compose (the others fail alone, at once)."""
@@ -205,10 +229,12 @@ class _Search:
         started = []
         for _ in range(count):
             trial = self.study.ask(self.space.distributions)
-            job = [*self.space.overrides(trial.params),
-                   f"++hydra.job.env_set.{STUDY_ENV}='{self.name}'",
-                   f"++hydra.job.env_set.{TRIAL_ID_ENV}={trial_id_of(trial)}",
-                   f"++hydra.job.env_set.{TRIAL_NUMBER_ENV}={trial.number}"]  # fmt: skip
+            job = [
+                *self.space.overrides(trial.params),
+                f"++hydra.job.env_set.{STUDY_ENV}='{self.name}'",
+                f"++hydra.job.env_set.{TRIAL_ID_ENV}={trial_id_of(trial)}",
+                f"++hydra.job.env_set.{TRIAL_NUMBER_ENV}={trial.number}",
+            ]
             try:  # a trial whose overrides do not compose (model=nope) fails alone, before anything runs
                 self.sweeper.validate_batch_is_legal([job])
             except Exception as err:

@@ -73,7 +73,12 @@ class PoolLauncher(Launcher):
         return pool.submit(run_in_worker, sweep_config, self.hydra_context, self.task_function, Singleton.get_state())
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        log.info("Launching %d jobs on %d workers, sweep output dir: %s", len(job_overrides), self.n_jobs, self.config.hydra.sweep.dir)
+        log.info(
+            "Launching %d jobs on %d workers, sweep output dir: %s",
+            len(job_overrides),
+            self.n_jobs,
+            self.config.hydra.sweep.dir,
+        )
         futures = [self.submit(overrides, initial_job_idx + index) for index, overrides in enumerate(job_overrides)]
         return [future.result() for future in futures]
 

@@ -18,8 +18,12 @@ def main(argv: list[str] | None = None) -> None:
         "the MLflow run to reproduce",
         "key=value or group=option changes to the stored config (e.g. trainer.threads=1); the rerun goes to the same store",
     )
-    parser.add_argument("--allow-code-change", action="store_true", help="rerun even if the code differs from the original's")
-    parser.add_argument("--tolerance", type=float, default=0.0, help="largest absolute metric difference still counted as equal")
+    parser.add_argument(
+        "--allow-code-change", action="store_true", help="rerun even if the code differs from the original's"
+    )
+    parser.add_argument(
+        "--tolerance", type=float, default=0.0, help="largest absolute metric difference still counted as equal"
+    )
     args = parser.parse_intermixed_args(argv)
     try:
         from pipeline.workflows.rerun import rerun  # torch, Lightning, MLflow: once the command line parsed

@@ -27,7 +27,8 @@ if TYPE_CHECKING:
 
 def print_summary(result: TrainResult) -> None:
     metrics = "  ".join(
-        f"{name}={value:.0f}" if name.endswith("samples") else f"{name}={value:.4f}" for name, value in sorted(result.test_metrics.items())
+        f"{name}={value:.0f}" if name.endswith("samples") else f"{name}={value:.4f}"
+        for name, value in sorted(result.test_metrics.items())
     )
     print(f"run id:  {result.run_id}")
     print(f"test:    {metrics}")
@@ -57,7 +58,11 @@ def run_job(cfg: DictConfig) -> TrainResult | None:
     if cfg.resume is not None:
         return resume(cfg, overrides)
     choices = hydra_config.runtime.choices.items()
-    tags = {f"choice.{group}": str(option) for group, option in choices if option is not None and not group.startswith("hydra")}
+    tags = {
+        f"choice.{group}": str(option)
+        for group, option in choices
+        if option is not None and not group.startswith("hydra")
+    }
     callbacks = []
     if (trial := current_trial(hydra_config.sweeper)) is not None:  # a job of an Optuna sweep
         from pipeline.sweeps.pruning import ReportToOptuna
@@ -82,7 +87,10 @@ def _hydra_entry(cfg: DictConfig) -> float:
         stop = received_signal()
         if stop is None:
             raise
-        print(f"stopped: received {stop}; the run is marked KILLED and can be resumed with resume=<run id>", file=sys.stderr)
+        print(
+            f"stopped: received {stop}; the run is marked KILLED and can be resumed with resume=<run id>",
+            file=sys.stderr,
+        )
         raise SystemExit(128 + signal.Signals[stop].value) from None
     if result is None:  # a DDP rank other than the first: rank 0 reports
         return float("nan")

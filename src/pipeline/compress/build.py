@@ -58,7 +58,9 @@ def _pruned_name(sparsity: float) -> str:
     return f"pruned{round(sparsity * 100)}"
 
 
-def build_variants(model: nn.Module, splits: ImageSplits, settings: Settings, workdir: Path) -> tuple[list[Variant], dict[str, str]]:
+def build_variants(
+    model: nn.Module, splits: ImageSplits, settings: Settings, workdir: Path
+) -> tuple[list[Variant], dict[str, str]]:
     model = model.eval()
     calibration = [splits.train.images[i * 128 : (i + 1) * 128] for i in range(settings.calibration_batches)]
     example = splits.test.images[:2].clone()
@@ -80,7 +82,13 @@ def build_variants(model: nn.Module, splits: ImageSplits, settings: Settings, wo
             for sparsity in settings.sparsities:
                 name = _pruned_name(sparsity)
                 pruned[name] = prune_global(
-                    model, sparsity, splits.train, settings.finetune_epochs, settings.finetune_lr, settings.batch_size, settings.seed
+                    model,
+                    sparsity,
+                    splits.train,
+                    settings.finetune_epochs,
+                    settings.finetune_lr,
+                    settings.batch_size,
+                    settings.seed,
                 )
                 variants.append(fp32(pruned[name], workdir, name))
         elif kind == "int8_static":
@@ -98,9 +106,19 @@ def build_variants(model: nn.Module, splits: ImageSplits, settings: Settings, wo
                 skipped.pop(kind)
                 attempt(kind, partial(int8_dynamic, source, workdir, f"{name}_int8"))
         elif kind == "onnx":
-            attempt(kind, lambda: onnx_runtime.onnx_variant("onnx", onnx_runtime.export(model, example, workdir / "model.onnx"), settings.threads))
+            attempt(
+                kind,
+                lambda: onnx_runtime.onnx_variant(
+                    "onnx", onnx_runtime.export(model, example, workdir / "model.onnx"), settings.threads
+                ),
+            )
         elif kind == "onnx_int8":
-            attempt(kind, lambda: onnx_runtime.onnx_variant("onnx_int8", onnx_runtime.quantized(model, example, calibration, workdir), settings.threads))
+            attempt(
+                kind,
+                lambda: onnx_runtime.onnx_variant(
+                    "onnx_int8", onnx_runtime.quantized(model, example, calibration, workdir), settings.threads
+                ),
+            )
     return variants, skipped
 
 

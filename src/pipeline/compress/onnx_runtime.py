@@ -34,9 +34,15 @@ def export(model: nn.Module, example: torch.Tensor, path: Path) -> Path:
             warnings.simplefilter("ignore")  # the exporter's own deprecation notice and tracer warnings
             torch.backends.mha.set_fastpath_enabled(False)
             torch.onnx.export(
-                model.eval(), (example,), str(path), dynamo=False, opset_version=17,
-                input_names=[INPUT], output_names=[OUTPUT], dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}},
-            )  # fmt: skip
+                model.eval(),
+                (example,),
+                str(path),
+                dynamo=False,
+                opset_version=17,
+                input_names=[INPUT],
+                output_names=[OUTPUT],
+                dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}},
+            )
     except Exception as err:  # the exporter raises many types; any of them means "no ONNX for this model"
         path.unlink(missing_ok=True)
         raise VariantSkipped(f"onnx: torch.onnx.export failed: {first_line(str(err))}") from None
@@ -88,9 +94,14 @@ def quantize(model: nn.Module, fp32_path: Path, calibration: Iterable[torch.Tens
         prepared = path.with_suffix(".pre.onnx")
         quant_pre_process(str(fp32_path), str(prepared))
         quantize_static(
-            str(prepared), str(path), _Calibration(calibration), quant_format=QuantFormat.QDQ,
-            per_channel=True, weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
-        )  # fmt: skip
+            str(prepared),
+            str(path),
+            _Calibration(calibration),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            weight_type=QuantType.QInt8,
+            activation_type=QuantType.QUInt8,
+        )
         prepared.unlink()
     else:
         quantize_dynamic(str(fp32_path), str(path), weight_type=QuantType.QInt8)

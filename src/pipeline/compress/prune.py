@@ -49,7 +49,9 @@ def fine_tune(model: nn.Module, train: Split, epochs: int, lr: float, batch_size
     model.eval()
 
 
-def prune_global(model: nn.Module, sparsity: float, train: Split, epochs: int, lr: float, batch_size: int, seed: int) -> nn.Module:
+def prune_global(
+    model: nn.Module, sparsity: float, train: Split, epochs: int, lr: float, batch_size: int, seed: int
+) -> nn.Module:
     """A copy of ``model`` with the smallest ``sparsity`` fraction of all weights set to zero for good."""
     channels_last = any(
         weight.dim() == 4 and not weight.is_contiguous() and weight.is_contiguous(memory_format=torch.channels_last)

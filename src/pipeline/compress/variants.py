@@ -98,7 +98,9 @@ def quantize_static(model: nn.Module, calibration: Iterable[torch.Tensor]) -> nn
 
     batches = list(calibration)
     with _quiet_ao():
-        prepared = prepare_fx(copy.deepcopy(model).eval(), get_default_qconfig_mapping("x86"), example_inputs=(batches[0][:1],))
+        prepared = prepare_fx(
+            copy.deepcopy(model).eval(), get_default_qconfig_mapping("x86"), example_inputs=(batches[0][:1],)
+        )
     with torch.inference_mode():
         for batch in batches:
             prepared(batch)
@@ -113,7 +115,9 @@ def rebuild_static(model: nn.Module, state_dict: dict, input_shape: tuple[int, .
 
     example = torch.zeros(1, *input_shape)
     with _quiet_ao():  # uncalibrated observers warn: their scales are replaced by the state dict's
-        quantized = convert_fx(prepare_fx(copy.deepcopy(model).eval(), get_default_qconfig_mapping("x86"), example_inputs=(example,)))
+        quantized = convert_fx(
+            prepare_fx(copy.deepcopy(model).eval(), get_default_qconfig_mapping("x86"), example_inputs=(example,))
+        )
     quantized.load_state_dict(state_dict)
     return quantized
 
@@ -127,15 +131,21 @@ def quantize_dynamic(model: nn.Module) -> nn.Module:
         return ao_quantize_dynamic(copy.deepcopy(model).eval(), dynamic_quantizable(model), dtype=torch.qint8)
 
 
-def int8_static(model: nn.Module, calibration: Iterable[torch.Tensor], workdir: Path, name: str = "int8_static") -> Variant:
+def int8_static(
+    model: nn.Module, calibration: Iterable[torch.Tensor], workdir: Path, name: str = "int8_static"
+) -> Variant:
     if not has_convolutions(model):
         raise VariantSkipped(f"{name}: the model has no convolution layers (static int8 is for convolutions)")
     module = quantize_static(model, calibration)
-    return Variant(name, "torch_int8", torch_predict(module), save_state_dict(module, workdir / f"{name}.pt"), module, "static")
+    return Variant(
+        name, "torch_int8", torch_predict(module), save_state_dict(module, workdir / f"{name}.pt"), module, "static"
+    )
 
 
 def int8_dynamic(model: nn.Module, workdir: Path, name: str = "int8_dynamic") -> Variant:
     if not dynamic_quantizable(model):
         raise VariantSkipped(f"{name}: no Linear, LSTM or GRU layer to quantize")
     module = quantize_dynamic(model)
-    return Variant(name, "torch_int8", torch_predict(module), save_state_dict(module, workdir / f"{name}.pt"), module, "dynamic")
+    return Variant(
+        name, "torch_int8", torch_predict(module), save_state_dict(module, workdir / f"{name}.pt"), module, "dynamic"
+    )

@@ -50,7 +50,9 @@ class AugmentConfig:
     def check(self) -> None:
         _require(0 <= self.degrees <= 180, "data.augment.degrees", f"must be in [0, 180], got {self.degrees}")
         _require(0 <= self.translate < 1, "data.augment.translate", f"must be in [0, 1), got {self.translate}")
-        _require(0 < self.scale_min <= self.scale_max, "data.augment.scale_min", "must satisfy 0 < scale_min <= scale_max")
+        _require(
+            0 < self.scale_min <= self.scale_max, "data.augment.scale_min", "must satisfy 0 < scale_min <= scale_max"
+        )
         _require(self.crop_padding >= 0, "data.augment.crop_padding", f"must be >= 0, got {self.crop_padding}")
 
 
@@ -90,7 +92,9 @@ class MnistSubsetConfig(DataConfig):
         super().check()
         _require_positive(self.val_size, "data.val_size")
         _require_positive(self.test_size, "data.test_size")
-        _require(self.val_size + self.test_size < 5000, "data.val_size", "val_size + test_size must leave training images")
+        _require(
+            self.val_size + self.test_size < 5000, "data.val_size", "val_size + test_size must leave training images"
+        )
 
 
 TORCHVISION_DATASETS = ("mnist", "fashion_mnist", "cifar10")
@@ -132,7 +136,9 @@ class SyntheticImagesConfig(DataConfig):
 
     def check(self) -> None:
         super().check()
-        _require(len(self.image_shape) == 3, "data.image_shape", f"must be [channels, height, width], got {self.image_shape}")
+        _require(
+            len(self.image_shape) == 3, "data.image_shape", f"must be [channels, height, width], got {self.image_shape}"
+        )
         for size in self.image_shape:
             _require_positive(size, "data.image_shape")
         _require(self.num_classes >= 2, "data.num_classes", f"must be >= 2, got {self.num_classes}")
@@ -196,7 +202,11 @@ class TransformerConfig:
         _require(self.tokens in ("patch", "row"), "model.tokens", f"must be 'patch' or 'row', got {self.tokens!r}")
         _require_positive(self.patch_size, "model.patch_size")
         _require_positive(self.num_heads, "model.num_heads")
-        _require(self.d_model % self.num_heads == 0, "model.d_model", f"{self.d_model} is not divisible by model.num_heads={self.num_heads}")
+        _require(
+            self.d_model % self.num_heads == 0,
+            "model.d_model",
+            f"{self.d_model} is not divisible by model.num_heads={self.num_heads}",
+        )
         _require_positive(self.num_layers, "model.num_layers")
         _require_positive(self.ff_dim, "model.ff_dim")
         _require_fraction(self.dropout, "model.dropout")
@@ -312,8 +322,14 @@ class TrainerConfig:
     def check(self) -> None:
         _require_positive(self.max_epochs, "trainer.max_epochs")
         if self.divergence_factor is not None:
-            _require(self.divergence_factor > 1, "trainer.divergence_factor", f"must be > 1, got {self.divergence_factor}")
-        _require(self.on_divergence in ("fail", "stop"), "trainer.on_divergence", f"must be fail or stop, got {self.on_divergence!r}")
+            _require(
+                self.divergence_factor > 1, "trainer.divergence_factor", f"must be > 1, got {self.divergence_factor}"
+            )
+        _require(
+            self.on_divergence in ("fail", "stop"),
+            "trainer.on_divergence",
+            f"must be fail or stop, got {self.on_divergence!r}",
+        )
         _require_positive(self.devices, "trainer.devices")
         _require_positive(self.num_nodes, "trainer.num_nodes")
         _require_positive(self.log_every_n_steps, "trainer.log_every_n_steps")
@@ -383,7 +399,11 @@ class SweepConfig:
 
     def check(self) -> None:
         _require(bool(self.objective.strip()), "sweep.objective", "must name a metric, e.g. best/val_acc")
-        _require(self.direction in ("maximize", "minimize"), "sweep.direction", f"must be maximize or minimize, got {self.direction!r}")
+        _require(
+            self.direction in ("maximize", "minimize"),
+            "sweep.direction",
+            f"must be maximize or minimize, got {self.direction!r}",
+        )
 
 
 @dataclass
@@ -428,5 +448,7 @@ SECTION_SCHEMAS: dict[str, tuple[type, ...]] = {
 }
 
 TARGET_SCHEMAS: dict[str, type] = {
-    schema._target_: schema for schemas in SECTION_SCHEMAS.values() for schema in schemas  # type: ignore[attr-defined]
+    schema._target_: schema
+    for schemas in SECTION_SCHEMAS.values()
+    for schema in schemas  # type: ignore[attr-defined]
 }

@@ -33,7 +33,9 @@ def _check_targets_only_where_allowed(plain: Any, path: str = "") -> None:
     if not isinstance(plain, dict):
         return
     if "_target_" in plain and path not in SECTION_SCHEMAS:
-        raise ConfigError(f"{path + '.' if path else ''}_target_: not allowed here (only {', '.join(SECTION_SCHEMAS)} build objects)")
+        raise ConfigError(
+            f"{path + '.' if path else ''}_target_: not allowed here (only {', '.join(SECTION_SCHEMAS)} build objects)"
+        )
     for key, value in plain.items():
         _check_targets_only_where_allowed(value, f"{path}.{key}" if path else str(key))
 

@@ -154,12 +154,19 @@ class ImageDataModule(pl.LightningDataModule):
         if self.augment.enabled:
             augment = self.augment
             augmentation = build_augmentation(
-                self.splits.image_shape[1:], augment.degrees, augment.translate, augment.scale_min, augment.scale_max, augment.crop_padding
+                self.splits.image_shape[1:],
+                augment.degrees,
+                augment.translate,
+                augment.scale_min,
+                augment.scale_max,
+                augment.crop_padding,
             )
         # data.batch_size is the global batch: under DDP each rank takes its share of it, so a
         # run on N devices takes the same optimizer steps as one on a single device
         _, world_size = self._rank_and_world_size()
-        return self._loader(InMemoryImages(self.splits.train, augmentation), self.batch_size // world_size, shuffle=True)
+        return self._loader(
+            InMemoryImages(self.splits.train, augmentation), self.batch_size // world_size, shuffle=True
+        )
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(InMemoryImages(self.splits.val), self.eval_batch_size, shuffle=False)

@@ -86,7 +86,9 @@ class TorchvisionImages(ImageDataModule):
 
         class_name, _ = TORCHVISION_CLASSES[self.dataset]
         try:
-            dataset = getattr(torchvision.datasets, class_name)(root=str(self.root), train=train, download=self.download)
+            dataset = getattr(torchvision.datasets, class_name)(
+                root=str(self.root), train=train, download=self.download
+            )
         except RuntimeError as err:
             raise DataError(
                 f"data={self.dataset}: {class_name} files not found under {self.root.resolve()} "

@@ -25,7 +25,9 @@ class CNN(nn.Module):
         in_channels, height, width = input_shape
         blocks: list[nn.Module] = []
         for out_channels in channels:
-            blocks.append(nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=not batch_norm))
+            blocks.append(
+                nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=not batch_norm)
+            )
             if batch_norm:
                 blocks.append(nn.BatchNorm2d(out_channels))
             blocks += [nn.ReLU(inplace=True), nn.MaxPool2d(2)]

@@ -32,14 +32,18 @@ class LostTrialAwareStorage(RDBStorage):
         try:
             running = (
                 session.query(models.TrialModel)
-                .outerjoin(models.TrialHeartbeatModel, models.TrialHeartbeatModel.trial_id == models.TrialModel.trial_id)
+                .outerjoin(
+                    models.TrialHeartbeatModel, models.TrialHeartbeatModel.trial_id == models.TrialModel.trial_id
+                )
                 .filter(models.TrialModel.study_id == study_id)
                 .filter(models.TrialModel.state == TrialState.RUNNING)
                 .filter(models.TrialHeartbeatModel.trial_heartbeat_id.is_(None))
                 .all()
             )
             # the model's datetime_start reads back in local time, as optuna wrote it (datetime.now())
-            return [trial.trial_id for trial in running if trial.datetime_start and trial.datetime_start < started_before]
+            return [
+                trial.trial_id for trial in running if trial.datetime_start and trial.datetime_start < started_before
+            ]
         finally:
             session.close()
 

@@ -61,7 +61,9 @@ def optuna_study(config: DictConfig) -> str | None:
     from pipeline.sweeps.study import study_name
 
     params = {str(key): str(value) for key, value in (sweeper.params or {}).items()}
-    return study_name(sweeper.study_name, params, list(config.hydra.overrides.task), config.sweep.objective, sweeper.direction)
+    return study_name(
+        sweeper.study_name, params, list(config.hydra.overrides.task), config.sweep.objective, sweeper.direction
+    )
 
 
 def searched_overrides(config: DictConfig) -> list[str]:
@@ -79,7 +81,14 @@ class SweepParentRun(Callback):
         output_root = Path(config.paths.output_root)
         uri = resolve_tracking_uri(config.tracking.uri, output_root)
         try:
-            run_id = open_parent(uri, config.tracking.experiment, output_root, searched_overrides(config), config.sweep, optuna_study(config))
+            run_id = open_parent(
+                uri,
+                config.tracking.experiment,
+                output_root,
+                searched_overrides(config),
+                config.sweep,
+                optuna_study(config),
+            )
         except PipelineError as err:  # no store to open the sweep in: one line, before any trial
             print(f"error: {err}", file=sys.stderr)
             raise SystemExit(2) from None

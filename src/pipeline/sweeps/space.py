@@ -62,5 +62,7 @@ def search_space(params: Mapping[str, str], arguments: list[str]) -> SearchSpace
         else:
             fixed[name] = override.input_line or f"{key}={override.get_value_element_as_str()}"
     if not distributions:
-        raise ConfigError("hydra.sweeper.params: nothing to search (give e.g. optimizer.lr='tag(log, interval(1e-4, 1e-2))')")
+        raise ConfigError(
+            "hydra.sweeper.params: nothing to search (give e.g. optimizer.lr='tag(log, interval(1e-4, 1e-2))')"
+        )
     return SearchSpace(distributions, keys, list(fixed.values()))

@@ -32,7 +32,9 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)  # the sweeper logs the stu
 ALLOWED_TARGETS = {"sampler": "optuna.samplers.", "pruner": "optuna.pruners."}
 
 
-def study_name(explicit: str | None, params: Mapping[str, str], arguments: list[str], objective: str, direction: str) -> str:
+def study_name(
+    explicit: str | None, params: Mapping[str, str], arguments: list[str], objective: str, direction: str
+) -> str:
     """The configured name, or one derived from what is searched: the same command finds its study again."""
     if explicit:
         return explicit
@@ -87,7 +89,9 @@ def open_study(
     storage = _storage(url, heartbeat_interval, max_retry)
     study = optuna.create_study(storage=storage, study_name=name, direction=direction, load_if_exists=True)
     if study.direction.name.lower() != direction:
-        raise ConfigError(f"hydra.sweeper.direction={direction}: study {name} was created to {study.direction.name.lower()}")
+        raise ConfigError(
+            f"hydra.sweeper.direction={direction}: study {name} was created to {study.direction.name.lower()}"
+        )
     seed = (sampler or {}).get("seed")
     reseed = {"seed": int(seed) + len(study.trials)} if seed is not None else {}
     study.sampler = instantiate_optuna(sampler, "sampler", **reseed) or study.sampler

@@ -39,5 +39,9 @@ def current_trial(sweeper_config: Any) -> TrialLink | None:
 
     pruner = OmegaConf.to_container(sweeper_config.pruner, resolve=True) if sweeper_config.get("pruner") else None
     return TrialLink(
-        sweeper_config.storage, os.environ[STUDY_ENV], int(os.environ[TRIAL_ID_ENV]), int(os.environ[TRIAL_NUMBER_ENV]), pruner
+        sweeper_config.storage,
+        os.environ[STUDY_ENV],
+        int(os.environ[TRIAL_ID_ENV]),
+        int(os.environ[TRIAL_NUMBER_ENV]),
+        pruner,
     )

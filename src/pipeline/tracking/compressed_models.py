@@ -77,7 +77,10 @@ def log_variant_model(variant: Variant, example: torch.Tensor, config_yaml: str,
                     "num_classes": str(folder / "num_classes.txt"),
                 }
                 info = mlflow.pyfunc.log_model(
-                    python_model=QuantizedClassifier(), artifacts=artifacts, pip_requirements=pip_requirements(), **common
+                    python_model=QuantizedClassifier(),
+                    artifacts=artifacts,
+                    pip_requirements=pip_requirements(),
+                    **common,
                 )
     return info.model_uri
 

@@ -94,7 +94,9 @@ class MlflowBatchLogger(Logger):
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         timestamp, step = int(time.time() * 1000), step or 0
         for key, value in metrics.items():
-            if step > self._already_logged.get(key, -1):  # Lightning repeats `epoch` in each call of a step: once is enough
+            if step > self._already_logged.get(
+                key, -1
+            ):  # Lightning repeats `epoch` in each call of a step: once is enough
                 self._pending.append(Metric(key, float(value), timestamp, step))
                 self._already_logged[key] = step
         if time.monotonic() - self._last_flush >= self._flush_every_s:
@@ -135,7 +137,11 @@ class MlflowBatchLogger(Logger):
             if not is_unreachable(err):
                 raise
             if self._offline_until is None:
-                log.warning("tracking server %s does not answer: training goes on, metrics wait in %s", self._uri, self._spool.path)
+                log.warning(
+                    "tracking server %s does not answer: training goes on, metrics wait in %s",
+                    self._uri,
+                    self._spool.path,
+                )
             else:
                 self._spool.replace(waiting)  # what was delivered before the failure is not sent again
             self._spool.append(batch)

@@ -132,7 +132,9 @@ class TrackedRun:
         except MlflowException as err:  # the server went away: say so once, the original error goes on
             if exc is None or not is_unreachable(err):
                 raise
-            logging.getLogger("pipeline").warning("run %s could not be marked ended (%s): it stays RUNNING", self.run_id, first_line(str(err))[:200])
+            logging.getLogger("pipeline").warning(
+                "run %s could not be marked ended (%s): it stays RUNNING", self.run_id, first_line(str(err))[:200]
+            )
 
     def _end(self, exc: BaseException | None) -> None:
         stop_signal = received_signal()
@@ -152,17 +154,25 @@ class TrackedRun:
     @property
     def spool(self) -> MetricSpool | None:
         """Where metrics wait while a tracking server is away (a local store needs none)."""
-        return MetricSpool(self.output_root / "checkpoints" / self.run_id / "metrics-spool.jsonl") if is_server_uri(self.uri) else None
+        return (
+            MetricSpool(self.output_root / "checkpoints" / self.run_id / "metrics-spool.jsonl")
+            if is_server_uri(self.uri)
+            else None
+        )
 
     def _deliver_spooled_metrics(self) -> None:
         if self.spool is not None and (waiting := self.spool.read()):
             self.metrics_logger(flush_every_s=0, spool=False).send(waiting)
             self.spool.replace([])
-            logging.getLogger("pipeline").info("%d metric points that waited in %s are stored", len(waiting), self.spool.path)
+            logging.getLogger("pipeline").info(
+                "%d metric points that waited in %s are stored", len(waiting), self.spool.path
+            )
 
     def _remember_log_files(self) -> None:
         """Note this process's log files (Hydra's job log) on the run: a resume uploads a killed process's log too."""
-        here = [handler.baseFilename for handler in logging.getLogger().handlers if isinstance(handler, logging.FileHandler)]
+        here = [
+            handler.baseFilename for handler in logging.getLogger().handlers if isinstance(handler, logging.FileHandler)
+        ]
         earlier = self._tags().get(LOG_FILES_TAG, "").split("\n") if self.ledger.reopened else []
         files = [path for path in dict.fromkeys([*earlier, *here]) if path]
         if files:
@@ -254,11 +264,13 @@ class TrackedRun:
 
     def metric_histories(self, keys: list[str]) -> dict[str, list[tuple[int, float]]]:
         """(step, value) points of each metric, from the store."""
-        return {key: [(point.step, point.value) for point in self.client.get_metric_history(self.run_id, key)] for key in keys}
+        return {
+            key: [(point.step, point.value) for point in self.client.get_metric_history(self.run_id, key)]
+            for key in keys
+        }
 
     def log_figure(self, figure: Any, artifact_file: str) -> None:
         import matplotlib.pyplot as plt
 
         mlflow.log_figure(figure, artifact_file)
         plt.close(figure)
-

@@ -42,7 +42,9 @@ def answer_quickly() -> Iterator[None]:
 def is_unreachable(err: MlflowException) -> bool:
     """True when the call failed because no server answered (refused, reset, timed out), not because it said no."""
     cause = err.__cause__ or err.__context__
-    return isinstance(cause, (requests.exceptions.ConnectionError, requests.exceptions.Timeout, requests.exceptions.RetryError))
+    return isinstance(
+        cause, (requests.exceptions.ConnectionError, requests.exceptions.Timeout, requests.exceptions.RetryError)
+    )
 
 
 class MetricSpool:

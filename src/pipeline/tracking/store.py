@@ -66,7 +66,9 @@ def check_server(uri: str) -> None:
         return  # it answered (an authenticating proxy, say): MLflow's own calls will tell more
     except OSError as err:
         reason = getattr(err, "reason", err)
-        raise TrackingError(f"tracking.uri={uri}: no MLflow server answers ({reason}); start one with scripts/server.sh start") from None
+        raise TrackingError(
+            f"tracking.uri={uri}: no MLflow server answers ({reason}); start one with scripts/server.sh start"
+        ) from None
 
 
 _opened: set[str] = set()  # stores this process has created or checked
@@ -112,9 +114,13 @@ def _repair_interrupted_migration(uri: str, db_path: Path) -> None:
             engine.dispose()
             for suffix in ("", "-wal", "-shm", "-journal"):
                 Path(f"{db_path}{suffix}").unlink(missing_ok=True)
-            logging.getLogger("pipeline").warning("%s: an interrupted store creation left it unusable; created anew", db_path)
+            logging.getLogger("pipeline").warning(
+                "%s: an interrupted store creation left it unusable; created anew", db_path
+            )
             return
-        if version == _get_latest_schema_revision() and all(table.removeprefix("_alembic_tmp_") in tables for table in scratch):
+        if version == _get_latest_schema_revision() and all(
+            table.removeprefix("_alembic_tmp_") in tables for table in scratch
+        ):
             with engine.begin() as connection:  # the migration finished; its scratch copies are left over
                 for table in scratch:
                     connection.exec_driver_sql(f'drop table "{table}"')

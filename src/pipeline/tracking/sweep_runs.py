@@ -14,7 +14,9 @@ from pipeline.tracking.store import ensure_experiment, register_model
 PARENT_TAG = "mlflow.parentRunId"  # what the MLflow UI nests runs by
 
 
-def open_parent(uri: str, experiment: str, output_root: Path, overrides: list[str], sweep: Any, study: str | None = None) -> str:
+def open_parent(
+    uri: str, experiment: str, output_root: Path, overrides: list[str], sweep: Any, study: str | None = None
+) -> str:
     """Create the sweep's parent run (also creating the store once, before any trial opens it).
 
     An Optuna sweep names its ``study``: running the same sweep again reopens that study's parent.
@@ -96,9 +98,13 @@ def _swept_value(child: Any, key: str) -> str:
     return child.data.params.get(key) or child.data.tags.get(f"choice.{key}", "?")
 
 
-def _register_best_model(uri: str, client: MlflowClient, experiment_id: str, best_run_id: str, parent_id: str) -> str | None:
+def _register_best_model(
+    uri: str, client: MlflowClient, experiment_id: str, best_run_id: str, parent_id: str
+) -> str | None:
     """Register the best trial's model as `<experiment>-sweep` with the alias `best`; its `models:/` URI."""
-    models = client.search_logged_models([experiment_id], filter_string=f"source_run_id = '{best_run_id}' AND name = 'model'")
+    models = client.search_logged_models(
+        [experiment_id], filter_string=f"source_run_id = '{best_run_id}' AND name = 'model'"
+    )
     if not models:
         return None
     name = f"{client.get_experiment(experiment_id).name}-sweep"
@@ -115,7 +121,9 @@ def close_parent(uri: str, run_id: str, swept: list[str], sweep: Any) -> str:
     client = MlflowClient(tracking_uri=uri)
     experiment_id = client.get_run(run_id).info.experiment_id
     children = client.search_runs([experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{run_id}'")
-    finished = [child for child in children if child.info.status == "FINISHED" and sweep.objective in child.data.metrics]
+    finished = [
+        child for child in children if child.info.status == "FINISHED" and sweep.objective in child.data.metrics
+    ]
     scored = [child for child in finished if child.data.tags.get("optuna.state", "COMPLETE") == "COMPLETE"]
     now = int(time.time() * 1000)
     pruned = sum(1 for child in children if child.data.tags.get("optuna.state") == "PRUNED")
@@ -136,6 +144,8 @@ def close_parent(uri: str, run_id: str, swept: list[str], sweep: Any) -> str:
         for key in swept
     }
     if points:
-        _log_figures(client, run_id, {"sweep/objective_by_parameter.png": objective_by_parameter(points, sweep.objective)})
+        _log_figures(
+            client, run_id, {"sweep/objective_by_parameter.png": objective_by_parameter(points, sweep.objective)}
+        )
     client.set_terminated(run_id, "FINISHED")
     return f"{len(children)} trials, best {best.info.run_id} with {sweep.objective}={value:.4f}"

@@ -47,7 +47,11 @@ def registered_model_name(cfg: DictConfig) -> str:
 
 
 def compress_and_log(
-    cfg: DictConfig, model: torch.nn.Module, splits: ImageSplits, original_uri: str | None, ledger: RunLedger | None = None
+    cfg: DictConfig,
+    model: torch.nn.Module,
+    splits: ImageSplits,
+    original_uri: str | None,
+    ledger: RunLedger | None = None,
 ) -> Report:
     """Make, measure and log the variants into the open MLflow run; print the table; return the report.
 
@@ -68,11 +72,15 @@ def compress_and_log(
     return report
 
 
-def load_trained_model(cfg: DictConfig, checkpoint: Path, image_shape: tuple[int, ...], num_classes: int) -> torch.nn.Module:
+def load_trained_model(
+    cfg: DictConfig, checkpoint: Path, image_shape: tuple[int, ...], num_classes: int
+) -> torch.nn.Module:
     """The run's best weights, read from its Lightning checkpoint with ``weights_only=True``."""
     model = build_model(cfg, image_shape, num_classes)
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
-    model.load_state_dict({key.removeprefix("model."): value for key, value in state.items() if key.startswith("model.")})
+    model.load_state_dict(
+        {key.removeprefix("model."): value for key, value in state.items() if key.startswith("model.")}
+    )
     return model.eval()
 
 
@@ -88,7 +96,9 @@ def load_stored_model(run_id: str, overrides: list[str]) -> tuple[DictConfig, to
     output_root = Path(cfg.paths.output_root)
     with tempfile.TemporaryDirectory() as scratch:
         local = output_root / "checkpoints" / run_id / "best.ckpt"
-        checkpoint = local if local.is_file() else download_artifact(uri, run_id, "checkpoints/best.ckpt", Path(scratch))
+        checkpoint = (
+            local if local.is_file() else download_artifact(uri, run_id, "checkpoints/best.ckpt", Path(scratch))
+        )
         model = load_trained_model(cfg, checkpoint, splits.image_shape, len(splits.class_names))
     return cfg, model, splits
 
@@ -96,5 +106,7 @@ def load_stored_model(run_id: str, overrides: list[str]) -> tuple[DictConfig, to
 def compress_stored_run(run_id: str, overrides: list[str]) -> Report:
     """Compress a stored run's best model and log the variants into that run (reopened, then FINISHED again)."""
     cfg, model, splits = load_stored_model(run_id, overrides)
-    with TrackedRun(cfg.tracking.uri, cfg.tracking.experiment, Path(cfg.paths.output_root), cfg.run_name, {}, resume_run_id=run_id):
+    with TrackedRun(
+        cfg.tracking.uri, cfg.tracking.experiment, Path(cfg.paths.output_root), cfg.run_name, {}, resume_run_id=run_id
+    ):
         return compress_and_log(cfg, model, splits, original_uri=None)

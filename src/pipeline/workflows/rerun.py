@@ -54,9 +54,14 @@ def compare_metrics(original: Mapping[str, float], rerun: Mapping[str, float], t
         reproduced &= same
         rows.append((name, f"{before:.6g}", f"{after:.6g}", f"{difference:+.3g}" + ("" if same else "  <- differs")))
     widths = [max(len(row[column]) for row in rows) for column in range(3)]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row[:3], widths, strict=True)) + "  " + row[3] for row in rows]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(row[:3], widths, strict=True)) + "  " + row[3]
+        for row in rows
+    ]
     if timings:
-        lines.append(f"({len(timings)} timing metrics not compared: {', '.join(timings[:3])}{', ...' if len(timings) > 3 else ''})")
+        lines.append(
+            f"({len(timings)} timing metrics not compared: {', '.join(timings[:3])}{', ...' if len(timings) > 3 else ''})"
+        )
     return "\n".join(lines), reproduced
 
 
@@ -68,7 +73,10 @@ def rerun(run_id: str, overrides: list[str], allow_code_change: bool, tolerance:
     stored_diff = stored.artifact_text(uri, "code/git.diff") if stored.tags.get("git.dirty") == "true" else ""
     differences = code_differences(stored.tags, stored_diff, git_state(Path(__file__).resolve().parent))
     if differences and not allow_code_change:
-        print(f"error: the code differs from run {run_id}'s: {'; '.join(differences)} (pass --allow-code-change to rerun anyway)", file=sys.stderr)
+        print(
+            f"error: the code differs from run {run_id}'s: {'; '.join(differences)} (pass --allow-code-change to rerun anyway)",
+            file=sys.stderr,
+        )
         return CODE_CHANGED_EXIT
     for difference in differences:
         print(f"warning: code differs: {difference}")
@@ -86,5 +94,8 @@ def rerun(run_id: str, overrides: list[str], allow_code_change: bool, tolerance:
     table, reproduced = compare_metrics(stored.metrics, fetch_run(uri, result.run_id).metrics, tolerance)
     print(f"rerun of {run_id}: run {result.run_id}")
     print(table)
-    print("reproduced: every metric within" if reproduced else "NOT reproduced: metrics differ beyond", f"tolerance {tolerance:g}")
+    print(
+        "reproduced: every metric within" if reproduced else "NOT reproduced: metrics differ beyond",
+        f"tolerance {tolerance:g}",
+    )
     return 0 if reproduced else NOT_REPRODUCED_EXIT

@@ -147,7 +147,11 @@ def readable_last_checkpoint(output_root: Path, run_id: str) -> Path:
 
 @contextmanager
 def tracked_run(
-    cfg: DictConfig, overrides: list[str], splits: ImageSplits, resume_run_id: str | None, extra_tags: dict[str, str] | None
+    cfg: DictConfig,
+    overrides: list[str],
+    splits: ImageSplits,
+    resume_run_id: str | None,
+    extra_tags: dict[str, str] | None,
 ) -> Iterator[TrackedRun | None]:
     """The run's MLflow run, new (config, provenance and data logged) or reopened; None on DDP ranks after the first."""
     if launched_rank(cfg.trainer.devices) != 0:
@@ -196,7 +200,12 @@ def fit_and_test(
 
 
 def log_results(
-    cfg: DictConfig, run: TrackedRun, trainer: pl.Trainer, task: ClassificationTask, splits: ImageSplits, best_checkpoint: Path
+    cfg: DictConfig,
+    run: TrackedRun,
+    trainer: pl.Trainer,
+    task: ClassificationTask,
+    splits: ImageSplits,
+    best_checkpoint: Path,
 ) -> str | None:
     """The best validation accuracy, the figures, the checkpoint and the model; the model's URI if logged."""
     histories = run.metric_histories(CURVES)
