@@ -14,7 +14,7 @@ mlflow_port=${MLFLOW_PORT:-5050}
 mlflow_host=${MLFLOW_HOST:-127.0.0.1}
 mkdir -p "$dir"
 
-pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1; }
+pg_bin() { find /usr/lib/postgresql -mindepth 2 -maxdepth 2 -name bin -type d 2>/dev/null | sort -V | tail -n 1; }
 if [ -z "$(pg_bin)" ]; then
     [ "$(id -u)" = 0 ] || { echo "error: PostgreSQL is not installed (as root: apt-get install postgresql)" >&2; exit 1; }
     echo "server: installing PostgreSQL (apt-get)"
@@ -94,6 +94,7 @@ case $action in
     start) start ;;
     stop) stop ;;
     purge) stop && rm -rf "$pg_home" "$dir" && echo "server: deleted $dir and its databases" ;;
-    status) curl -sf "http://127.0.0.1:$mlflow_port/health" >/dev/null && echo "server: up" || { echo "server: down"; exit 1; } ;;
+    status)
+        if curl -sf "http://127.0.0.1:$mlflow_port/health" >/dev/null; then echo "server: up"; else echo "server: down"; exit 1; fi ;;
     *) echo "usage: scripts/server.sh start|stop|status|purge" >&2; exit 2 ;;
 esac

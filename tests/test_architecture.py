@@ -148,3 +148,17 @@ def test_a_bad_override_is_reported_before_torch_lightning_or_mlflow_is_imported
     done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=120)
     assert done.stdout.strip() == "2 []", done.stderr
     assert done.stderr.strip().startswith("error: optimizer.lr:")
+
+
+def test_nothing_in_the_repository_cites_notes_outside_it() -> None:
+    """Facts the project relies on live in docs/; the team's own notes beside the repository are not shipped."""
+    listed = subprocess.run(["git", "ls-files"], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
+    outside = ("FIELD_NOTES", "DESIGN.md", "../shared")
+    citing = []
+    for name in listed.stdout.splitlines():
+        path = REPO_ROOT / name
+        if path == Path(__file__).resolve() or path.suffix == ".png" or not path.is_file():
+            continue
+        text = path.read_text(errors="replace")
+        citing += [f"{name}: {marker}" for marker in outside if marker in text]
+    assert citing == []

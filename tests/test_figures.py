@@ -27,9 +27,11 @@ def test_misclassified_grid_titles_each_mistake_and_survives_none() -> None:
     figure = figures.misclassified(images, torch.tensor([0, 1, 2, 3]), torch.tensor([0, 2, 2, 1]), list("abcd"))
     titles = [axis.get_title() for axis in figure.axes if axis.get_title()]
     assert titles == ["pred c\ntrue b", "pred b\ntrue d"]
-    assert figures.misclassified(
+    none_wrong = figures.misclassified(
         images, torch.zeros(4, dtype=torch.long), torch.zeros(4, dtype=torch.long), list("abcd")
     )
+    assert [axis.get_title() for axis in none_wrong.axes if axis.get_title()] == []
+    assert none_wrong.get_suptitle() == "Misclassified test images: 0 of 0 shown"
 
 
 def test_learning_curves_plot_every_given_series() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import mlflow
 import numpy as np
 import pytest
+import pytorch_lightning as pl
 import yaml
 from mlflow import MlflowClient
 
@@ -12,6 +13,7 @@ from conftest import run_training
 from pipeline.config.compose import compose_config
 from pipeline.config.instantiate import safe_instantiate
 from pipeline.task import ClassificationTask
+from pipeline.workflows.train import train
 
 FAMILIES = ("cnn", "rnn", "transformer", "mlp")
 
@@ -100,8 +102,28 @@ def test_same_config_and_seed_give_identical_metrics(threads: int, tiny: list[st
 
 @pytest.mark.parametrize("scheduler", ["cosine", "onecycle"])
 def test_schedulers_drive_the_learning_rate(scheduler: str, tiny: list[str], store: MlflowClient) -> None:
-    result = run_training([*tiny, f"scheduler={scheduler}", "optimizer=sgd", "tracking.log_model=false"])
+    class RecordLearningRate(pl.Callback):
+        def __init__(self) -> None:
+            self.rates: list[float] = []
+
+        def on_train_batch_start(self, trainer: pl.Trainer, *args: object) -> None:
+            self.rates.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+    recorder = RecordLearningRate()
+    overrides = [*tiny, f"scheduler={scheduler}", "optimizer=sgd", "optimizer.lr=0.1", "trainer.max_epochs=4"]
+    result = train(compose_config(overrides), overrides, callbacks=[recorder])
     assert store.get_run(result.run_id).info.status == "FINISHED"
+    rates, steps_per_epoch = recorder.rates, len(recorder.rates) // 4
+    assert len(rates) == 4 * steps_per_epoch
+    if scheduler == "cosine":  # per epoch, from optimizer.lr down towards eta_min=0
+        per_epoch = rates[::steps_per_epoch]
+        assert per_epoch[0] == pytest.approx(0.1) and per_epoch == sorted(per_epoch, reverse=True)
+        assert rates[:steps_per_epoch] == [0.1] * steps_per_epoch and per_epoch[-1] < 0.02
+    else:  # per step: a warm-up to max_lr (optimizer.lr) over 30 % of the run, then down below the start
+        peak = rates.index(max(rates))
+        assert max(rates) == pytest.approx(0.1, rel=0.05) and 0 < peak < len(rates) - 1
+        assert rates[: peak + 1] == sorted(rates[: peak + 1]) and rates[peak:] == sorted(rates[peak:], reverse=True)
+        assert rates[0] < 0.01 and rates[-1] < rates[0]
 
 
 def test_exception_during_training_marks_the_run_failed_and_keeps_metrics(
