@@ -11,7 +11,8 @@ import tempfile
 from pathlib import Path
 
 from pipeline.cli.arguments import overrides_of, stored_run_parser
-from pipeline.compress.build import compress, nondeterministic_kernels_allowed
+from pipeline.compress.build import compress
+from pipeline.compress.variants import nondeterministic_kernels_allowed
 from pipeline.tracking.compressed_models import format_table
 from pipeline.workflows.compress import load_stored_model, settings_from
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from mlflow import MlflowClient
+from packaging.requirements import Requirement
 
 from conftest import run_training
 from pipeline.cli.compress import main as compression_main
@@ -92,7 +94,9 @@ def test_every_variant_is_measured_logged_and_loads_with_its_logged_accuracy(
     assert {version.tags["variant"] for version in versions} == EXPECTED[family]
 
 
-def test_compress_a_stored_run_without_retraining(tiny: list[str], store: MlflowClient, capsys) -> None:
+def test_compress_a_stored_run_without_retraining(
+    tiny: list[str], store: MlflowClient, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
     result = run_training([*tiny, "compression=none"])
     assert not any(key.startswith("compress/") for key in store.get_run(result.run_id).data.metrics)
     compress_stored_run(
@@ -108,6 +112,74 @@ def test_compress_a_stored_run_without_retraining(tiny: list[str], store: Mlflow
     }
     assert run.data.metrics["compress/fp32/test_acc"] == pytest.approx(run.data.metrics["test/acc"])
     assert "int8_static" in capsys.readouterr().out
+
+    # the int8 model (rebuilt by pipeline code) loads where only its logged requirements are installed
+    mlflow.set_tracking_uri(result.tracking_uri)
+    model_dir = Path(mlflow.artifacts.download_artifacts(logged_variants(store, result.run_id)["model-int8_static"]))
+    requirements = (model_dir / "requirements.txt").read_text().split()
+    assert {line.split("==")[0] for line in requirements} == {"mlflow", "torch", "numpy", "omegaconf", "hydra-core"}
+    site = environment_of(requirements, tmp_path / "site-packages")
+    images = safe_instantiate(compose_config(tiny).data, "data", shuffle_seed=0).splits.test.images.numpy()
+    np.save(tmp_path / "images.npy", images)
+    program = (
+        "import sys; sys.path.insert(0, sys.argv[1])\n"
+        "import mlflow.pyfunc, numpy\n"
+        "model = mlflow.pyfunc.load_model(sys.argv[2])\n"
+        "numpy.save(sys.argv[3], model.predict(numpy.load(sys.argv[4])))\n"
+        "import pipeline; print(pipeline.__file__)\n"
+    )
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-I",
+            "-S",
+            "-c",
+            program,
+            str(site),
+            str(model_dir),
+            str(tmp_path / "out.npy"),
+            str(tmp_path / "images.npy"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert Path(done.stdout.strip()).is_relative_to(model_dir)  # the model's own copy of the code
+    expected = mlflow.pyfunc.load_model(str(model_dir)).predict(images)
+    assert np.array_equal(np.load(tmp_path / "out.npy"), expected)
+
+
+def environment_of(requirements: list[str], site: Path) -> Path:
+    """A site-packages holding exactly the required distributions and what they depend on (linked from this venv)."""
+    site.mkdir()
+    pending, seen = [Requirement(line).name for line in requirements], set()
+    while pending:
+        distribution = importlib.metadata.distribution(pending.pop())
+        name = distribution.metadata["Name"].lower().replace("_", "-")
+        if name in seen:
+            continue
+        seen.add(name)
+        for dependency in map(Requirement, distribution.requires or []):
+            if dependency.marker is None or dependency.marker.evaluate({"extra": ""}):
+                pending.append(dependency.name)
+        root = Path(distribution.locate_file(""))
+        for file in distribution.files or []:
+            parts = Path(file).parts
+            if parts[0] == ".." or parts[0] == "__pycache__":
+                continue
+            top = (
+                parts[:2]
+                if (root / parts[0]).is_dir() and not (root / parts[0] / "__init__.py").exists()
+                else parts[:1]
+            )
+            if len(top) == 2 and len(parts) == 2:
+                top = parts[:1]  # a module file inside a namespace folder's root
+            link = site.joinpath(*top)
+            if not link.exists():
+                link.parent.mkdir(parents=True, exist_ok=True)
+                link.symlink_to(root.joinpath(*top))
+    return site
 
 
 def test_compressing_an_unfinished_run_is_refused(tiny: list[str], store: MlflowClient) -> None:

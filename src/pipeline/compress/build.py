@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -14,7 +12,15 @@ from torch import nn
 from pipeline.compress import onnx_runtime
 from pipeline.compress.measure import Measurement, cpu_int8_features, measure
 from pipeline.compress.prune import prune_global
-from pipeline.compress.variants import Variant, VariantSkipped, fp32, half, int8_dynamic, int8_static
+from pipeline.compress.variants import (
+    Variant,
+    VariantSkipped,
+    fp32,
+    half,
+    int8_dynamic,
+    int8_static,
+    nondeterministic_kernels_allowed,
+)
 from pipeline.data.splits import ImageSplits
 from pipeline.progress import progress
 
@@ -120,18 +126,6 @@ def build_variants(
                 ),
             )
     return variants, skipped
-
-
-@contextmanager
-def nondeterministic_kernels_allowed() -> Iterator[None]:
-    """Lift deterministic-algorithm mode (on after training): quantized kernels have no
-    deterministic implementation, and running a model for inference does not need one."""
-    deterministic = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(False)
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(deterministic)
 
 
 def compress(model: nn.Module, splits: ImageSplits, settings: Settings, workdir: Path) -> Report:

@@ -149,3 +149,15 @@ def int8_dynamic(model: nn.Module, workdir: Path, name: str = "int8_dynamic") ->
     return Variant(
         name, "torch_int8", torch_predict(module), save_state_dict(module, workdir / f"{name}.pt"), module, "dynamic"
     )
+
+
+@contextmanager
+def nondeterministic_kernels_allowed() -> Iterator[None]:
+    """Lift deterministic-algorithm mode (on after training): quantized kernels have no
+    deterministic implementation, and running a model for inference does not need one."""
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(False)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(deterministic)

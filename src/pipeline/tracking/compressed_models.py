@@ -13,35 +13,16 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-import numpy as np
 import torch
 from mlflow.models import infer_signature
-from omegaconf import OmegaConf
 
-from pipeline.compress.build import Report, nondeterministic_kernels_allowed
-from pipeline.compress.variants import Variant, rebuild_static
-from pipeline.config.validation import validate
+from pipeline.compress.build import Report
+from pipeline.compress.variants import Variant
 from pipeline.failpoints import failpoint
-from pipeline.models.build import build_model
 from pipeline.tracking.ledger import RunLedger
+from pipeline.tracking.quantized_model import QuantizedClassifier, code_paths, requirements
 from pipeline.tracking.run import pip_requirements, quiet_export_warnings
 from pipeline.tracking.store import register_model
-
-
-class QuantizedClassifier(mlflow.pyfunc.PythonModel):
-    """Serves a statically quantized model: rebuilt from the run's config, then its int8 state dict."""
-
-    def load_context(self, context: Any) -> None:
-        cfg = validate(OmegaConf.load(context.artifacts["config"]))
-        input_shape = tuple(int(size) for size in Path(context.artifacts["input_shape"]).read_text().split())
-        num_classes = int(Path(context.artifacts["num_classes"]).read_text())
-        model = build_model(cfg, input_shape, num_classes).eval()
-        state = torch.load(context.artifacts["state_dict"], weights_only=True)
-        self.model = rebuild_static(model, state, input_shape)
-
-    def predict(self, context: Any, model_input: np.ndarray, params: dict | None = None) -> np.ndarray:
-        with torch.inference_mode(), nondeterministic_kernels_allowed():
-            return self.model(torch.as_tensor(np.asarray(model_input, dtype=np.float32))).numpy()
 
 
 def log_variant_model(variant: Variant, example: torch.Tensor, config_yaml: str, num_classes: int) -> str:
@@ -79,7 +60,8 @@ def log_variant_model(variant: Variant, example: torch.Tensor, config_yaml: str,
                 info = mlflow.pyfunc.log_model(
                     python_model=QuantizedClassifier(),
                     artifacts=artifacts,
-                    pip_requirements=pip_requirements(),
+                    code_paths=code_paths(),
+                    pip_requirements=requirements(),
                     **common,
                 )
     return info.model_uri

@@ -13,7 +13,8 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline.compress.build import Report, Settings, compress, nondeterministic_kernels_allowed
+from pipeline.compress.build import Report, Settings, compress
+from pipeline.compress.variants import nondeterministic_kernels_allowed
 from pipeline.config.compose import store_location, stored_config
 from pipeline.config.instantiate import safe_instantiate
 from pipeline.config.validation import validate
