@@ -16,6 +16,7 @@ from packaging.requirements import Requirement
 
 from conftest import run_training
 from pipeline.cli.compress import main as compression_main
+from pipeline.cli.rerun import main as rerun_main
 from pipeline.compress.build import Settings, build_variants
 from pipeline.compress.prune import prunable_weights, prune_global, sparsity_of
 from pipeline.config.compose import compose_config
@@ -262,3 +263,24 @@ def test_compress_takes_the_train_grammar_in_any_order(tiny: list[str], output_r
         compression_main([result.run_id, f"paths.output_root={output_root}", "compression=nope"])
     assert stop.value.code == 2
     assert capsys.readouterr().err == "error: compression=nope: no such option (available: default, none, quick)\n"
+
+
+@pytest.mark.parametrize("command", [compression_main, rerun_main])
+def test_a_command_on_a_stored_run_checks_its_input_before_reading_a_store(
+    command, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A typo is named before the run is looked up, and a store that is not there is not created."""
+    missing = tmp_path / "nowhere" / "mlflow.db"
+    with pytest.raises(SystemExit) as stop:
+        command(["0123abcd", f"tracking.uri=sqlite:///{missing}", "compression.variants=[int9]"])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.startswith("error: compression.variants: unknown variant 'int9'")
+
+    with pytest.raises(SystemExit) as stop:
+        command(["0123abcd", f"tracking.uri=sqlite:///{missing}"])
+    assert stop.value.code == 2
+    assert (
+        capsys.readouterr().err
+        == f"error: tracking.uri=sqlite:///{missing}: no store there; name the store holding the run with tracking.uri= or paths.output_root=\n"
+    )
+    assert not missing.exists()

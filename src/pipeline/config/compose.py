@@ -46,10 +46,20 @@ def _is_group_choice(override: str) -> bool:
     return "." not in key and key != "hydra" and (CONF_DIR / key).is_dir()
 
 
+# sections whose keys every run has, whatever model, data, optimizer or scheduler it used
+SHARED_SECTIONS = ("trainer", "tracking", "compression", "sweep", "paths", "seed", "run_name", "tags")
+
+
 def store_location(overrides: Sequence[str]) -> tuple[str | None, Path]:
-    """The `tracking.uri` and `paths.output_root` these overrides give (the defaults' where they say nothing)."""
-    where = [o for o in overrides if o.split("=", 1)[0] in ("tracking", "tracking.uri", "paths.output_root")]
-    cfg = compose_config(where)
+    """The `tracking.uri` and `paths.output_root` these overrides give (the defaults' where they say nothing).
+
+    The overrides that can be checked without the stored run (group choices, keys of the shared
+    sections) are checked first: a typo is reported before the store is read.
+    """
+    shared = [
+        o for o in overrides if _is_group_choice(o) or o.split("=", 1)[0].lstrip("+~").split(".")[0] in SHARED_SECTIONS
+    ]
+    cfg = compose_config(shared)
     return cfg.tracking.uri, Path(cfg.paths.output_root)
 
 

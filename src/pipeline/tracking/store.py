@@ -157,11 +157,18 @@ def release_reserve(uri: str) -> None:
         _reserve(Path(uri.removeprefix("sqlite:///"))).unlink(missing_ok=True)
 
 
-def open_store(uri: str) -> None:
-    """Create a new SQLite store, or check an existing one, once per process and never two processes at once."""
+def open_store(uri: str, must_exist: bool = False) -> None:
+    """Create a new SQLite store, or check an existing one, once per process and never two processes at once.
+
+    With ``must_exist`` (reading a stored run), a store that is not there is an error, not created.
+    """
     if not uri.startswith("sqlite:///") or uri in _opened:
         return
     db_path = Path(uri.removeprefix("sqlite:///"))
+    if must_exist and not (db_path.is_file() and db_path.stat().st_size > 0):
+        raise TrackingError(
+            f"tracking.uri={uri}: no store there; name the store holding the run with tracking.uri= or paths.output_root="
+        )
     db_path.parent.mkdir(parents=True, exist_ok=True)
     with _exclusive(db_path.with_name(db_path.name + ".lock")):
         if db_path.exists() and db_path.stat().st_size > 0:

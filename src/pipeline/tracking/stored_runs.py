@@ -39,7 +39,7 @@ def read_artifact_text(uri: str, run_id: str, path: str) -> str:
 
 def fetch_run(uri: str, run_id: str) -> StoredRun:
     """The run ``run_id`` in the store at ``uri``; TrackingError if it or its config is missing."""
-    open_store(uri)
+    open_store(uri, must_exist=True)
     client = MlflowClient(tracking_uri=uri)
     try:
         run = client.get_run(run_id)
