@@ -43,12 +43,30 @@ def tiny(output_root: Path) -> list[str]:
 
 @pytest.fixture
 def store(output_root: Path) -> MlflowClient:
-    return MlflowClient(tracking_uri=f"sqlite:///{output_root / 'mlflow.db'}")
+    return store_client(output_root)
 
 
 def run_training(overrides: list[str]) -> TrainResult:
     """What `pipeline-train <overrides>` does, in-process."""
     return train(compose_config(overrides), overrides)
+
+
+# under pytest's own 600 s: a command that hangs fails with its output, not with pytest's thread dump
+COMMAND_TIMEOUT_S = 540
+
+
+def pipeline_train(
+    *arguments: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = COMMAND_TIMEOUT_S
+) -> subprocess.CompletedProcess:
+    """`pipeline-train <arguments>` as a user runs it: a real process, its output captured as text."""
+    return subprocess.run(
+        [*TRAIN, *arguments], cwd=cwd, env=env or cli_env(), capture_output=True, text=True, timeout=timeout
+    )
+
+
+def store_client(output_root: Path) -> MlflowClient:
+    """A client of the SQLite store a run with ``paths.output_root=output_root`` wrote to."""
+    return MlflowClient(tracking_uri=f"sqlite:///{output_root / 'mlflow.db'}")
 
 
 def cli_env() -> dict[str, str]:

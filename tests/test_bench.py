@@ -8,12 +8,16 @@ from pathlib import Path
 
 import pytest
 
+from conftest import COMMAND_TIMEOUT_S
+
 BENCH = Path(__file__).resolve().parents[1] / "scripts" / "bench.py"
 
 
 @pytest.mark.slow
 def test_quick_benchmark_prints_every_section() -> None:
-    done = subprocess.run([sys.executable, str(BENCH), "--quick"], capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, str(BENCH), "--quick"], capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     for heading in ("## Training throughput", "## Start-up", "## Logging 50 metric points", "## Sweep throughput"):
         assert heading in done.stdout

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
-from conftest import TRAIN, cli_env, free_port, serving
+from conftest import cli_env, free_port, pipeline_train, serving
 from pipeline.config import REPO_ROOT
 
 # Chromium without its background connections: this machine's network refuses them (docs/dependencies.md)
@@ -90,8 +89,8 @@ def test_the_ui_shows_our_runs_metrics_and_figures(tmp_path: Path, browser: WebD
     out = tmp_path / "out"
     # the embedded digits (not the synthetic set), so the screenshots show real figures
     common = ["trainer.max_epochs=2", "compression=none", "tracking.log_model=false", f"paths.output_root={out}"]
-    for command in ([*TRAIN, "run_name=browser-check", *common], [*TRAIN, "-m", "model=cnn,mlp", *common]):
-        done = subprocess.run(command, cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=600)
+    for arguments in (["run_name=browser-check", *common], ["-m", "model=cnn,mlp", *common]):
+        done = pipeline_train(*arguments, cwd=tmp_path)
         assert done.returncode == 0, done.stderr[-3000:]
     store = f"sqlite:///{out / 'mlflow.db'}"
     client = MlflowClient(store)

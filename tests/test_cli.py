@@ -4,18 +4,13 @@ from __future__ import annotations
 
 import re
 import signal
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
 
-from conftest import TINY_DATA, TRAIN, cli_env, start_training
-
-
-def pipeline_train(*overrides: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([*TRAIN, *overrides], cwd=cwd, env=cli_env(), capture_output=True, text=True, timeout=timeout)
+from conftest import TINY_DATA, pipeline_train, start_training
 
 
 def runs_in(db: Path) -> list:

@@ -14,7 +14,7 @@ import torch
 from mlflow import MlflowClient
 from packaging.requirements import Requirement
 
-from conftest import run_training
+from conftest import COMMAND_TIMEOUT_S, run_training
 from pipeline.cli.compress import main as compression_main
 from pipeline.cli.rerun import main as rerun_main
 from pipeline.compress.build import Settings, build_variants
@@ -205,7 +205,7 @@ def test_compression_benchmark_prints_the_table_of_a_stored_run(tiny: list[str])
         ],
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=COMMAND_TIMEOUT_S,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     lines = done.stdout.splitlines()

@@ -7,9 +7,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from mlflow import MlflowClient
 
-from conftest import TRAIN, cli_env, free_port
+from conftest import COMMAND_TIMEOUT_S, cli_env, free_port, pipeline_train, store_client
 from pipeline.data.datamodule import EpochShuffle, EvaluationShard
 from pipeline.distributed import launched_rank
 
@@ -45,7 +44,7 @@ def test_launched_rank_reads_the_launchers_environment(monkeypatch: pytest.Monke
 
 
 def _runs(out: Path) -> list:
-    client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
+    client = store_client(out)
     return client.search_runs([client.get_experiment_by_name("digits").experiment_id])
 
 
@@ -54,14 +53,7 @@ def test_ddp_on_two_cpu_processes_gives_one_run_tested_on_every_image_once(tmp_p
     results = {}
     for trainer in ("cpu", "ddp"):
         out = tmp_path / trainer
-        done = subprocess.run(
-            [*TRAIN, f"trainer={trainer}", *SMALL, f"paths.output_root={out}"],
-            cwd=tmp_path,
-            env=cli_env(),
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
+        done = pipeline_train(f"trainer={trainer}", *SMALL, f"paths.output_root={out}", cwd=tmp_path)
         assert done.returncode == 0, done.stderr[-3000:]
         (run,) = _runs(out)
         assert run.info.status == "FINISHED"
@@ -104,7 +96,7 @@ def test_two_nodes_started_by_torchrun_on_localhost_give_one_run(tmp_path: Path)
         )
         for node in (0, 1)
     ]
-    logs = [node.communicate(timeout=600)[0] for node in nodes]
+    logs = [node.communicate(timeout=COMMAND_TIMEOUT_S)[0] for node in nodes]
     assert [node.returncode for node in nodes] == [0, 0], logs[0][-2000:] + logs[1][-2000:]
     (run,) = _runs(out)
     assert run.info.status == "FINISHED" and run.data.metrics["test/samples"] == 1000

@@ -22,7 +22,18 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from conftest import TINY_DATA, TRAIN, cli_env, free_port, run_training, serving, start_training
+from conftest import (
+    COMMAND_TIMEOUT_S,
+    TINY_DATA,
+    TRAIN,
+    cli_env,
+    free_port,
+    pipeline_train,
+    run_training,
+    serving,
+    start_training,
+    store_client,
+)
 from pipeline.config.compose import compose_config
 from pipeline.errors import CheckpointError
 from pipeline.failpoints import FAILPOINT_ENV
@@ -175,28 +186,14 @@ def test_a_run_killed_in_any_phase_after_training_resumes_with_nothing_written_t
         "compression.register=true",
         f"paths.output_root={out}",
     ]
-    killed = subprocess.run(
-        [*TRAIN, *overrides],
-        cwd=tmp_path,
-        env={**cli_env(), FAILPOINT_ENV: phase},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    killed = pipeline_train(*overrides, cwd=tmp_path, env={**cli_env(), FAILPOINT_ENV: phase})
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
-    client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
+    client = store_client(out)
     (run,) = client.search_runs([client.get_experiment_by_name("digits").experiment_id])
     assert run.info.status == "RUNNING"  # as a power cut leaves it
     assert f"INFO started run {run.info.run_id}" in killed.stderr  # the log reached stderr before the kill
 
-    resumed = subprocess.run(
-        [*TRAIN, f"resume={run.info.run_id}", f"paths.output_root={out}"],
-        cwd=tmp_path,
-        env=cli_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    resumed = pipeline_train(f"resume={run.info.run_id}", f"paths.output_root={out}", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     run = client.get_run(run.info.run_id)
     assert run.info.status == "FINISHED" and "failure_reason" not in run.data.tags
@@ -238,8 +235,7 @@ SWEEP_ROUNDS = int(
 @pytest.mark.parametrize("round_", range(SWEEP_ROUNDS))
 def test_a_sweep_killed_at_a_random_moment_resumes_and_finishes(round_: int, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    command = [
-        *TRAIN,
+    arguments = [
         "-m",
         "hydra/sweeper=optuna",
         "hydra.sweeper.n_trials=3",
@@ -254,29 +250,28 @@ def test_a_sweep_killed_at_a_random_moment_resumes_and_finishes(round_: int, tmp
         f"paths.output_root={out}",
     ]
     sweep = subprocess.Popen(
-        command,
+        [*TRAIN, *arguments],
         cwd=tmp_path,
         env=cli_env(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
-    moment = random.Random(round_).uniform(
-        8, 40
-    )  # seconds: start-up, an ask, a trial, a tell (seeded: a failure can be replayed)
+    # seconds: start-up, an ask, a trial, a tell (seeded: a failure can be replayed)
+    moment = random.Random(round_).uniform(8, 40)
     try:
         sweep.wait(timeout=moment)
     except subprocess.TimeoutExpired:
         os.killpg(sweep.pid, signal.SIGKILL)
         sweep.wait()
 
-    resumed = subprocess.run(command, cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=400)
+    resumed = pipeline_train(*arguments, cwd=tmp_path)
     assert resumed.returncode == 0, f"killed at {moment:.1f} s: {resumed.stderr[-3000:]}"
     storage = f"sqlite:///{out / 'optuna.db'}"
     (name,) = optuna.get_all_study_names(storage)
     states = [trial.state.name for trial in optuna.load_study(study_name=name, storage=storage).trials]
     assert states.count("COMPLETE") == 3 and "RUNNING" not in states, f"killed at {moment:.1f} s: {states}"
-    client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
+    client = store_client(out)
     runs = client.search_runs([client.get_experiment_by_name("digits").experiment_id])
     assert [run.info.status for run in runs if run.info.status == "RUNNING"] == []
     (parent,) = [run for run in runs if run.data.tags.get("sweep.role") == "parent"]
@@ -333,7 +328,7 @@ def test_a_tracking_server_outage_loses_no_metric_point_and_stores_none_twice(tm
     time.sleep(OUTAGE_S)  # the server is down; training goes on (and may end and wait for it)
     assert training.poll() is None, training.communicate()[1][-3000:]  # waiting for the server, not failed
     with serving(server, f"{url}/health", tmp_path / "server-2.log"):
-        _, err = training.communicate(timeout=600)
+        _, err = training.communicate(timeout=COMMAND_TIMEOUT_S)
         assert training.returncode == 0, err[-3000:]
         run = client.get_run(run_id)
         assert run.info.status == "FINISHED" and "test/acc" in run.data.metrics

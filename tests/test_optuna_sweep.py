@@ -14,7 +14,7 @@ import pytest
 from mlflow import MlflowClient
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-from conftest import TINY_DATA, TRAIN, cli_env
+from conftest import TINY_DATA, TRAIN, cli_env, pipeline_train, store_client
 from pipeline.errors import ConfigError
 from pipeline.sweeps.space import search_space
 from pipeline.sweeps.study import study_name
@@ -58,15 +58,13 @@ def test_the_same_command_names_the_same_study_whatever_the_order_of_its_overrid
     assert study_name("mine", {}, [], "best/val_acc", "maximize") == "mine"
 
 
-def _sweep(args: list[str], cwd: Path, **popen: object) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [*TRAIN, "-m", *args], cwd=cwd, env=cli_env(), capture_output=True, text=True, timeout=900, **popen
-    )
+def _sweep(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return pipeline_train("-m", *args, cwd=cwd, env=env)
 
 
 def _store(out: Path) -> tuple[MlflowClient, list, list]:
     """The client, the parent runs and the trial runs of the sweep in ``out``."""
-    client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
+    client = store_client(out)
     runs = client.search_runs([client.get_experiment_by_name("digits").experiment_id])
     parents = [run for run in runs if run.data.tags.get("sweep.role") == "parent"]
     return client, parents, [run for run in runs if run.data.tags.get("sweep.role") != "parent"]
@@ -157,8 +155,7 @@ def _count(database: Path, query: str) -> int:
 @pytest.mark.slow
 def test_a_killed_sweep_resumes_and_finishes_only_the_remaining_trials(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    command = [
-        *TRAIN,
+    arguments = [
         "-m",
         *SEARCH,
         "hydra/launcher=parallel",
@@ -170,7 +167,7 @@ def test_a_killed_sweep_resumes_and_finishes_only_the_remaining_trials(tmp_path:
         f"paths.output_root={out}",
     ]
     sweep = subprocess.Popen(
-        command,
+        [*TRAIN, *arguments],
         cwd=tmp_path,
         env=cli_env(),
         stdout=subprocess.DEVNULL,
@@ -192,7 +189,7 @@ def test_a_killed_sweep_resumes_and_finishes_only_the_remaining_trials(tmp_path:
     lost = {trial.number: trial.params for trial in killed_study.trials if trial.state.name == "RUNNING"}
     assert lost
 
-    done = subprocess.run(command, cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=900)
+    done = pipeline_train(*arguments, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     study = _study(out)
     states = {trial.number: trial.state.name for trial in study.trials}

@@ -11,7 +11,7 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
-from conftest import TINY_DATA, TRAIN, cli_env, run_training, start_training
+from conftest import TINY_DATA, pipeline_train, run_training, start_training, store_client
 from pipeline.errors import ConfigError, DataError
 from pipeline.workflows.rerun import CODE_CHANGED_EXIT, NOT_REPRODUCED_EXIT, rerun
 
@@ -136,19 +136,12 @@ def test_killed_run_resumes_into_the_same_run_as_if_never_stopped(stop: signal.S
         process.wait(timeout=60)
     finally:
         process.kill()
-    client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
+    client = store_client(out)
     interrupted = client.get_run(run_id)
     assert interrupted.info.status == ("KILLED" if stop == signal.SIGTERM else "RUNNING")
     assert "test/acc" not in interrupted.data.metrics
 
-    done = subprocess.run(
-        [*TRAIN, f"resume={run_id}", f"paths.output_root={out}"],
-        cwd=tmp_path,
-        env=cli_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = pipeline_train(f"resume={run_id}", f"paths.output_root={out}", cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
 
     (resumed,) = client.search_runs([interrupted.info.experiment_id])

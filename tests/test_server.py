@@ -10,7 +10,7 @@ import optuna
 import pytest
 from mlflow import MlflowClient
 
-from conftest import TINY_DATA, TRAIN, cli_env, free_port
+from conftest import COMMAND_TIMEOUT_S, TINY_DATA, cli_env, free_port, pipeline_train
 from pipeline.config import REPO_ROOT
 
 SERVER = ["bash", str(REPO_ROOT / "scripts" / "server.sh")]
@@ -26,7 +26,7 @@ def team_server(tmp_path: Path) -> Iterator[dict[str, str]]:
         "MLFLOW_PORT": str(free_port()),
     }
     try:
-        started = subprocess.run([*SERVER, "start"], env=env, capture_output=True, text=True, timeout=600)
+        started = subprocess.run([*SERVER, "start"], env=env, capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S)
         assert started.returncode == 0, started.stdout + started.stderr
         yield {
             **env,
@@ -49,24 +49,18 @@ def test_a_run_and_a_parallel_sweep_land_in_the_team_server(
         "compression=none",
         f"paths.output_root={tmp_path / 'out'}",
     ]
-    run = subprocess.run([*TRAIN, *common], env=team_server, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    run = pipeline_train(*common, cwd=tmp_path, env=team_server)
     assert run.returncode == 0, run.stderr[-3000:]
-    sweep = subprocess.run(
-        [
-            *TRAIN,
-            "-m",
-            "hydra/sweeper=optuna_server",
-            "hydra/launcher=parallel",
-            "hydra.sweeper.n_trials=2",
-            "optimizer.lr=interval(1e-3, 1e-2)",
-            "model=mlp",
-            *common,
-        ],
-        env=team_server,
-        capture_output=True,
-        text=True,
-        timeout=600,
+    sweep = pipeline_train(
+        "-m",
+        "hydra/sweeper=optuna_server",
+        "hydra/launcher=parallel",
+        "hydra.sweeper.n_trials=2",
+        "optimizer.lr=interval(1e-3, 1e-2)",
+        "model=mlp",
+        *common,
         cwd=tmp_path,
+        env=team_server,
     )
     assert sweep.returncode == 0, sweep.stderr[-3000:]
 

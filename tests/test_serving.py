@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import urllib.request
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import numpy as np
 import pytest
 from mlflow import MlflowClient
 
-from conftest import TINY_DATA, TRAIN, cli_env, free_port, serving
+from conftest import TINY_DATA, cli_env, free_port, pipeline_train, serving
 from pipeline.config import REPO_ROOT
 
 SERVE = REPO_ROOT / "scripts" / "serve.sh"
@@ -21,22 +20,15 @@ SERVE = REPO_ROOT / "scripts" / "serve.sh"
 @pytest.mark.slow
 def test_the_best_model_of_a_sweep_is_registered_and_served_by_alias(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    done = subprocess.run(
-        [
-            *TRAIN,
-            "-m",
-            "model=mlp",
-            "optimizer.lr=0.001,0.01",
-            *TINY_DATA,
-            "trainer.max_epochs=2",
-            "compression=none",
-            f"paths.output_root={out}",
-        ],
+    done = pipeline_train(
+        "-m",
+        "model=mlp",
+        "optimizer.lr=0.001,0.01",
+        *TINY_DATA,
+        "trainer.max_epochs=2",
+        "compression=none",
+        f"paths.output_root={out}",
         cwd=tmp_path,
-        env=cli_env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     uri = f"sqlite:///{out / 'mlflow.db'}"

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
-from mlflow import MlflowClient
-
-from conftest import TINY_DATA, TRAIN, cli_env
+from conftest import TINY_DATA, pipeline_train, store_client
 from pipeline.sweeps.parent_run import swept_keys
 
 
@@ -21,26 +18,19 @@ def test_swept_keys_are_the_overrides_with_several_values() -> None:
 
 def test_grid_multirun_of_four_trials_gives_four_children_under_one_parent(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    done = subprocess.run(
-        [
-            *TRAIN,
-            "-m",
-            "model=cnn,mlp",
-            "optimizer.lr=0.001,0.003",
-            *TINY_DATA,
-            "trainer.max_epochs=2",
-            "compression=none",
-            "tracking.log_model=false",
-            f"paths.output_root={out}",
-        ],
+    done = pipeline_train(
+        "-m",
+        "model=cnn,mlp",
+        "optimizer.lr=0.001,0.003",
+        *TINY_DATA,
+        "trainer.max_epochs=2",
+        "compression=none",
+        "tracking.log_model=false",
+        f"paths.output_root={out}",
         cwd=tmp_path,
-        env=cli_env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
+    client = store_client(out)
     runs = client.search_runs([client.get_experiment_by_name("digits").experiment_id])
     (parent,) = [run for run in runs if run.data.tags.get("sweep.role") == "parent"]
     children = [run for run in runs if run.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
@@ -66,25 +56,18 @@ def test_grid_multirun_of_four_trials_gives_four_children_under_one_parent(tmp_p
 
 def test_a_failing_trial_is_reported_and_the_sweep_goes_on(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    done = subprocess.run(
-        [
-            *TRAIN,
-            "-m",
-            "data=synthetic,mnist",
-            "trainer.max_epochs=1",
-            "compression=none",
-            "tracking.log_model=false",
-            f"paths.output_root={out}",
-        ],
+    done = pipeline_train(
+        "-m",
+        "data=synthetic,mnist",
+        "trainer.max_epochs=1",
+        "compression=none",
+        "tracking.log_model=false",
+        f"paths.output_root={out}",
         cwd=tmp_path,
-        env=cli_env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "error: data=mnist: MNIST files not found under" in done.stderr
-    client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
+    client = store_client(out)
     runs = client.search_runs([client.get_experiment_by_name("digits").experiment_id])
     (parent,) = [run for run in runs if run.data.tags.get("sweep.role") == "parent"]
     assert parent.info.status == "FINISHED" and parent.data.metrics["sweep/finished"] == 1
