@@ -153,14 +153,8 @@ def test_a_store_with_runs_stuck_mid_migration_is_one_line_with_the_fix(tmp_path
     )
 
 
-PHASES = [
-    "fit",
-    "test",
-    "figures",
-    "model",
-    "compression",
-    "registry",
-]  # the failpoints of pipeline.workflows.train / tracking.compressed_models
+# the failpoints of pipeline.workflows.train / tracking.compressed_models
+PHASES = ["fit", "test", "figures", "model", "compression", "registry"]
 
 
 def _histories(client: MlflowClient, run_id: str) -> dict[str, list[int]]:
@@ -193,8 +187,9 @@ def test_a_run_killed_in_any_phase_after_training_resumes_with_nothing_written_t
     assert run.info.status == "RUNNING"  # as a power cut leaves it
     assert f"INFO started run {run.info.run_id}" in killed.stderr  # the log reached stderr before the kill
 
-    resumed = pipeline_train(f"resume={run.info.run_id}", f"paths.output_root={out}", cwd=tmp_path)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    # `pipeline-train resume=<id>`, in this process (the command itself: tests/test_reproduce.py)
+    resumed = [f"resume={run.info.run_id}", f"paths.output_root={out}"]
+    assert resume(compose_config(resumed), resumed).run_id == run.info.run_id
     run = client.get_run(run.info.run_id)
     assert run.info.status == "FINISHED" and "failure_reason" not in run.data.tags
     for key, steps in _histories(client, run.info.run_id).items():
@@ -226,9 +221,8 @@ def test_a_run_killed_in_any_phase_after_training_resumes_with_nothing_written_t
     assert f"started run {run.info.run_id}" in logs and f"resuming run {run.info.run_id}" in logs
 
 
-SWEEP_ROUNDS = int(
-    os.environ.get("PIPELINE_SWEEP_FAULT_ROUNDS", "2")
-)  # the issue asked for 10: PIPELINE_SWEEP_FAULT_ROUNDS=10
+# the issue asked for 10: PIPELINE_SWEEP_FAULT_ROUNDS=10
+SWEEP_ROUNDS = int(os.environ.get("PIPELINE_SWEEP_FAULT_ROUNDS", "2"))
 
 
 @pytest.mark.slow
@@ -359,9 +353,8 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "store_on", ["the full disk", "another disk"]
-)  # which write finds it full: a metric or a checkpoint
+# which write finds it full: a metric or a checkpoint
+@pytest.mark.parametrize("store_on", ["the full disk", "another disk"])
 def test_a_run_that_fills_its_disk_ends_failed_with_one_line_and_its_last_checkpoint_intact(
     store_on: str, tmp_path: Path, small_disk: Path
 ) -> None:

@@ -5,7 +5,8 @@ run at once: one after the other with the default launcher, in parallel worker p
 `hydra/launcher=parallel` (a new trial as soon as one ends), as batches of SLURM jobs with
 `hydra/launcher=slurm`. The study persists in `storage`, so running the same command again
 continues it: trials lost with a killed process are failed, marked so in MLflow, and retried;
-finished ones are not run again. Optuna itself is imported only when a sweep starts.
+finished ones are not run again. Optuna and MLflow are imported only when a sweep starts: Hydra
+imports every plugin module while it composes any config, a single run's too.
 """
 
 from __future__ import annotations
