@@ -21,7 +21,8 @@ from pipeline.compress.variants import Variant
 from pipeline.failpoints import failpoint
 from pipeline.tracking.ledger import RunLedger
 from pipeline.tracking.quantized_model import QuantizedClassifier, code_paths, requirements
-from pipeline.tracking.run import pip_requirements, quiet_export_warnings
+from pipeline.tracking.requirements import ONNX_MODEL, TORCH_MODEL, exact_requirements
+from pipeline.tracking.run import quiet_export_warnings
 from pipeline.tracking.store import register_model
 
 
@@ -37,13 +38,19 @@ def log_variant_model(variant: Variant, example: torch.Tensor, config_yaml: str,
             import onnx
 
             info = mlflow.onnx.log_model(
-                onnx.load(str(variant.artifact)), onnx_execution_providers=["CPUExecutionProvider"], **common
+                onnx.load(str(variant.artifact)),
+                onnx_execution_providers=["CPUExecutionProvider"],
+                pip_requirements=exact_requirements(ONNX_MODEL),
+                **common,
             )
         elif variant.kind == "torch":
-            info = mlflow.pytorch.log_model(variant.module, pip_requirements=pip_requirements(), **common)
+            info = mlflow.pytorch.log_model(variant.module, pip_requirements=exact_requirements(TORCH_MODEL), **common)
         elif variant.recipe == "dynamic":
             info = mlflow.pytorch.log_model(
-                variant.module, serialization_format="pickle", pip_requirements=pip_requirements(), **common
+                variant.module,
+                serialization_format="pickle",
+                pip_requirements=exact_requirements(TORCH_MODEL),
+                **common,
             )
         else:
             with tempfile.TemporaryDirectory() as scratch:

@@ -9,7 +9,6 @@ project installed. Keep this module's imports lean: a served model loads every o
 
 from __future__ import annotations
 
-import importlib.metadata
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ import pipeline
 from pipeline.compress.variants import nondeterministic_kernels_allowed, rebuild_static
 from pipeline.config.validation import validate
 from pipeline.models.build import build_model
+from pipeline.tracking.requirements import exact_requirements
 
 # what the code above (and the models it builds) imports, beside mlflow itself
 IMPORTED_DISTRIBUTIONS = ("torch", "numpy", "omegaconf", "hydra-core")
@@ -49,6 +49,5 @@ def code_paths() -> list[str]:
 
 
 def requirements() -> list[str]:
-    """The exact versions of what the carried code imports (local builds' `+cpu` suffixes dropped)."""
-    versions = {name: importlib.metadata.version(name).split("+")[0] for name in IMPORTED_DISTRIBUTIONS}
-    return [f"{name}=={version}" for name, version in versions.items()]
+    """The exact versions of what the carried code imports."""
+    return exact_requirements(IMPORTED_DISTRIBUTIONS)

@@ -19,7 +19,6 @@ from types import TracebackType
 from typing import Any
 
 import mlflow
-import numpy as np
 import torch
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
@@ -31,6 +30,7 @@ from pipeline.interrupts import received_signal
 from pipeline.provenance import GitState
 from pipeline.tracking.ledger import RunLedger
 from pipeline.tracking.logger import MlflowBatchLogger
+from pipeline.tracking.requirements import TORCH_MODEL, exact_requirements
 from pipeline.tracking.spool import MetricSpool, answer_quickly, is_unreachable
 from pipeline.tracking.store import ensure_experiment, is_server_uri, release_reserve
 
@@ -54,11 +54,6 @@ def _log_input_shared(dataset: Any, context: str, tags: dict[str, str], attempts
             duplicate = "UNIQUE constraint failed" in str(err) or "duplicate key" in str(err)
             if not duplicate or attempt == attempts - 1:
                 raise
-
-
-def pip_requirements() -> list[str]:
-    """What a logged torch model needs to load: given, so MLflow does not infer it in a subprocess."""
-    return [f"torch=={torch.__version__.split('+')[0]}", f"numpy=={np.__version__}"]
 
 
 @contextmanager
@@ -255,7 +250,7 @@ class TrackedRun:
                 name=name,
                 signature=infer_signature(example_np, output),
                 input_example=example_np,
-                pip_requirements=pip_requirements(),
+                pip_requirements=exact_requirements(TORCH_MODEL),
             )
         return info.model_uri
 
