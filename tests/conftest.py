@@ -139,25 +139,33 @@ def stop_group(process: subprocess.Popen) -> None:
         process.wait()
 
 
+def mlflow_server_command(root: Path, port: int) -> list[str]:
+    """`mlflow server` on 127.0.0.1:<port>, its SQLite store and artifacts under ``root``."""
+    store = f"sqlite:///{root / 'server.db'}"
+    artifacts = str(root / "artifacts")
+    mlflow = str(Path(sys.executable).parent / "mlflow")
+    where = ["--backend-store-uri", store, "--artifacts-destination", artifacts]
+    return [mlflow, "server", *where, "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+
+
+def start_sweep(arguments: list[str], cwd: Path) -> subprocess.Popen:
+    """`pipeline-train <arguments>` in the background, in its own process group (to be killed whole), output dropped."""
+    return subprocess.Popen(
+        [*TRAIN, *arguments],
+        cwd=cwd,
+        env=cli_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real `mlflow server` process on 127.0.0.1 that stores artifacts itself."""
     root = tmp_path_factory.mktemp("mlflow-server")
     port = free_port()
-    command = [
-        str(Path(sys.executable).parent / "mlflow"),
-        "server",
-        "--backend-store-uri",
-        f"sqlite:///{root / 'server.db'}",
-        "--artifacts-destination",
-        str(root / "artifacts"),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-    ]
+    command = mlflow_server_command(root, port)
     url = f"http://127.0.0.1:{port}"
     with serving(command, f"{url}/health", root / "server.log", timeout_s=90):
         yield url

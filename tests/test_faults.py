@@ -28,9 +28,11 @@ from conftest import (
     TRAIN,
     cli_env,
     free_port,
+    mlflow_server_command,
     pipeline_train,
     run_training,
     serving,
+    start_sweep,
     start_training,
     store_client,
 )
@@ -243,14 +245,7 @@ def test_a_sweep_killed_at_a_random_moment_resumes_and_finishes(round_: int, tmp
         "tracking.log_model=false",
         f"paths.output_root={out}",
     ]
-    sweep = subprocess.Popen(
-        [*TRAIN, *arguments],
-        cwd=tmp_path,
-        env=cli_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    sweep = start_sweep(arguments, tmp_path)
     # seconds: start-up, an ask, a trial, a tell (seeded: a failure can be replayed)
     moment = random.Random(round_).uniform(8, 40)
     try:
@@ -279,20 +274,7 @@ OUTAGE_S = float(os.environ.get("PIPELINE_OUTAGE_S", "60"))
 def test_a_tracking_server_outage_loses_no_metric_point_and_stores_none_twice(tmp_path: Path) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    server = [
-        str(Path(sys.executable).parent / "mlflow"),
-        "server",
-        "--backend-store-uri",
-        f"sqlite:///{tmp_path / 'server.db'}",
-        "--artifacts-destination",
-        str(tmp_path / "artifacts"),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-    ]
+    server = mlflow_server_command(tmp_path, port)
     # MLflow's own retry budget made small (2 tries, 1 s apart): the outage outlasts it many times over
     env = {**cli_env(), "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
     overrides = [

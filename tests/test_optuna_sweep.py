@@ -14,7 +14,7 @@ import pytest
 from mlflow import MlflowClient
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-from conftest import TINY_DATA, TRAIN, cli_env, pipeline_train, store_client
+from conftest import TINY_DATA, pipeline_train, start_sweep, store_client
 from pipeline.errors import ConfigError
 from pipeline.sweeps.space import search_space
 from pipeline.sweeps.study import study_name
@@ -166,14 +166,7 @@ def test_a_killed_sweep_resumes_and_finishes_only_the_remaining_trials(tmp_path:
         "trainer.max_epochs=8",
         f"paths.output_root={out}",
     ]
-    sweep = subprocess.Popen(
-        [*TRAIN, *arguments],
-        cwd=tmp_path,
-        env=cli_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    sweep = start_sweep(arguments, tmp_path)
     deadline = time.monotonic() + 300
     # kill once two trials are done and the next ones have opened their MLflow runs
     while not (
