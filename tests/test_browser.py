@@ -85,6 +85,7 @@ def close_assistant_panel(driver: WebDriver) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.browser
 def test_the_ui_shows_our_runs_metrics_and_figures(tmp_path: Path, browser: WebDriver) -> None:
     out = tmp_path / "out"
     # the embedded digits (not the synthetic set), so the screenshots show real figures

@@ -20,6 +20,9 @@ def runs_in(db: Path) -> list:
     return client.search_runs([e.experiment_id for e in client.search_experiments()])
 
 
+SLOW = pytest.mark.slow
+
+
 @pytest.mark.parametrize(
     ("overrides", "expected"),
     [
@@ -27,11 +30,15 @@ def runs_in(db: Path) -> list:
         (["optimizer.lr=abc"], "error: optimizer.lr: Value 'abc'"),
         (["trainer.max_epochs=-1"], "error: trainer.max_epochs: must be > 0, got -1"),
         (["optimizer.lrr=1"], "error: optimizer.lrr: Key 'lrr' is not in struct"),
-        (["data=mnist", "data.download=false"], "error: data=mnist: MNIST files not found under"),
-        (["tracking.uri=foo://nowhere"], "error: tracking.uri=foo://nowhere: "),
-        (
+        # found once torch and MLflow are loaded: a process start of several seconds each
+        pytest.param(
+            ["data=mnist", "data.download=false"], "error: data=mnist: MNIST files not found under", marks=SLOW
+        ),
+        pytest.param(["tracking.uri=foo://nowhere"], "error: tracking.uri=foo://nowhere: ", marks=SLOW),
+        pytest.param(
             ["tracking=server", "tracking.uri=http://127.0.0.1:9"],
             "error: tracking.uri=http://127.0.0.1:9: no MLflow server answers",
+            marks=SLOW,
         ),
         (["seed=-1"], "error: seed: must be in [0, 2**32), got -1"),
         (["trainer.on_divergence=maybe"], "error: trainer.on_divergence: must be fail or stop, got 'maybe'"),

@@ -49,6 +49,7 @@ def _runs(out: Path) -> list:
 
 
 @pytest.mark.slow
+@pytest.mark.ddp
 def test_ddp_on_two_cpu_processes_gives_one_run_tested_on_every_image_once(tmp_path: Path) -> None:
     results = {}
     for trainer in ("cpu", "ddp"):
@@ -65,6 +66,7 @@ def test_ddp_on_two_cpu_processes_gives_one_run_tested_on_every_image_once(tmp_p
 
 
 @pytest.mark.slow
+@pytest.mark.ddp
 def test_two_nodes_started_by_torchrun_on_localhost_give_one_run(tmp_path: Path) -> None:
     out, port = tmp_path / "out", free_port()
     torchrun = [

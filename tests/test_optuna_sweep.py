@@ -206,6 +206,7 @@ def test_a_killed_sweep_resumes_and_finishes_only_the_remaining_trials(tmp_path:
 
 
 @pytest.mark.slow
+@pytest.mark.ddp
 def test_a_sweep_of_two_device_ddp_trials(tmp_path: Path) -> None:
     out = tmp_path / "out"
     done = _sweep(
