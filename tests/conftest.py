@@ -51,6 +51,11 @@ def run_training(overrides: list[str]) -> TrainResult:
     return train(compose_config(overrides), overrides)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Slow tests first: workers take the next test as they finish one, so the long ones do not end the run alone."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 # under pytest's own 600 s: a command that hangs fails with its output, not with pytest's thread dump
 COMMAND_TIMEOUT_S = 540
 

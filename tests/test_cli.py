@@ -57,6 +57,7 @@ def test_bad_input_exits_nonzero_with_one_line_and_no_running_run(
     assert [run.info.status for run in runs_in(tmp_path / "out" / "mlflow.db")] == []
 
 
+@pytest.mark.slow
 def test_the_issue_command_lands_everything_in_the_given_store(tmp_path: Path) -> None:
     db = tmp_path / "x.db"
     done = pipeline_train(
@@ -81,6 +82,7 @@ def test_the_issue_command_lands_everything_in_the_given_store(tmp_path: Path) -
 
 
 @pytest.mark.parametrize(("stop", "name"), [(signal.SIGTERM, "SIGTERM"), (signal.SIGINT, "SIGINT")])
+@pytest.mark.slow
 def test_a_stopped_run_is_marked_killed_not_left_running(stop: signal.Signals, name: str, tmp_path: Path) -> None:
     db = tmp_path / "out" / "mlflow.db"
     overrides = [
@@ -107,6 +109,7 @@ def test_a_stopped_run_is_marked_killed_not_left_running(stop: signal.Signals, n
     assert "train/loss" in run.data.metrics
 
 
+@pytest.mark.slow
 def test_a_diverging_run_ends_failed_with_one_line_saying_at_which_step(tmp_path: Path) -> None:
     done = pipeline_train(
         *TINY_DATA,
@@ -132,6 +135,7 @@ def test_a_diverging_run_ends_failed_with_one_line_saying_at_which_step(tmp_path
     assert "test/acc" not in run.data.metrics
 
 
+@pytest.mark.slow
 def test_on_divergence_stop_tests_the_best_epoch_and_tags_the_run(tmp_path: Path) -> None:
     # SGD at lr 0.3 on the synthetic data: the loss rises above 1.01 x its first value within a few steps
     done = pipeline_train(

@@ -62,6 +62,7 @@ def logged_variants(client: MlflowClient, run_id: str) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("family", ["cnn", "rnn", "transformer"])
+@pytest.mark.slow
 def test_every_variant_is_measured_logged_and_loads_with_its_logged_accuracy(
     family: str, tiny: list[str], store: MlflowClient
 ) -> None:
@@ -95,6 +96,7 @@ def test_every_variant_is_measured_logged_and_loads_with_its_logged_accuracy(
     assert {version.tags["variant"] for version in versions} == EXPECTED[family]
 
 
+@pytest.mark.slow
 def test_compress_a_stored_run_without_retraining(
     tiny: list[str], store: MlflowClient, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
@@ -183,6 +185,7 @@ def environment_of(requirements: list[str], site: Path) -> Path:
     return site
 
 
+@pytest.mark.slow
 def test_compressing_an_unfinished_run_is_refused(tiny: list[str], store: MlflowClient) -> None:
     result = run_training([*tiny, "compression=none"])
     store.set_terminated(result.run_id, "FAILED")
@@ -190,6 +193,7 @@ def test_compressing_an_unfinished_run_is_refused(tiny: list[str], store: Mlflow
         compress_stored_run(result.run_id, [f"tracking.uri={result.tracking_uri}"])
 
 
+@pytest.mark.slow
 def test_compression_benchmark_prints_the_table_of_a_stored_run(tiny: list[str]) -> None:
     result = run_training([*tiny, "compression=none"])
     script = Path(__file__).resolve().parents[1] / "scripts" / "bench_compress.py"
@@ -245,6 +249,7 @@ def test_a_model_the_onnx_exporter_cannot_express_is_skipped_not_a_crash(
     }
 
 
+@pytest.mark.slow
 def test_compress_takes_the_train_grammar_in_any_order(tiny: list[str], output_root: Path, capsys) -> None:
     """`paths.output_root=` and `tracking.uri=` name the store, `compression=quick` picks a group, options go anywhere."""
     result = run_training([*tiny, "compression=none", "tracking.log_model=false"])

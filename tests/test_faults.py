@@ -109,6 +109,7 @@ def _sql(path: Path, *statements: str) -> None:
             connection.execute(statement)
 
 
+@pytest.mark.slow
 def test_an_empty_store_left_half_migrated_is_created_anew(tmp_path: Path) -> None:
     db = tmp_path / "mlflow.db"
     uri = _new_store(db, with_run=False)
@@ -130,6 +131,7 @@ def test_an_empty_store_left_half_migrated_is_created_anew(tmp_path: Path) -> No
     assert [e.name for e in MlflowClient(uri).search_experiments()] == ["Default"]
 
 
+@pytest.mark.slow
 def test_leftover_scratch_tables_of_a_finished_migration_are_dropped_and_the_runs_kept(tmp_path: Path) -> None:
     db = tmp_path / "mlflow.db"
     uri = _new_store(db, with_run=True)
@@ -143,6 +145,7 @@ def test_leftover_scratch_tables_of_a_finished_migration_are_dropped_and_the_run
     assert len(client.search_runs([client.get_experiment_by_name("kept").experiment_id])) == 1
 
 
+@pytest.mark.slow
 def test_a_store_with_runs_stuck_mid_migration_is_one_line_with_the_fix(tmp_path: Path) -> None:
     db = tmp_path / "mlflow.db"
     uri = _new_store(db, with_run=True)
@@ -387,6 +390,7 @@ def test_a_run_that_fills_its_disk_ends_failed_with_one_line_and_its_last_checkp
     assert [path.name for path in last.parent.iterdir() if path.name.endswith(".partial")] == []
 
 
+@pytest.mark.slow
 def test_a_corrupt_last_checkpoint_is_one_line_and_leaves_the_run_as_it_was(
     tiny: list[str], output_root: Path, store: MlflowClient
 ) -> None:

@@ -248,6 +248,7 @@ def test_a_sweep_of_two_device_ddp_trials(tmp_path: Path) -> None:
         ),
     ],
 )
+@pytest.mark.slow
 def test_bad_search_input_is_one_line_and_a_failed_parent(tmp_path: Path, overrides: list[str], expected: str) -> None:
     out = tmp_path / "out"
     done = _sweep(["hydra/sweeper=optuna", *overrides, *TRIAL, f"paths.output_root={out}"], tmp_path)

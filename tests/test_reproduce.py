@@ -21,6 +21,7 @@ def store_uri(output_root: Path) -> str:
 
 
 @pytest.mark.parametrize("family", ["cnn", "rnn", "transformer"])
+@pytest.mark.slow
 def test_rerun_reports_every_metric_identical(family: str, tiny: list[str], output_root: Path, capsys) -> None:
     compression = ["compression=quick", "compression.variants=[pruned,int8_dynamic]"] if family == "cnn" else []
     original = run_training([*tiny, f"model={family}", "tracking.log_model=false", *compression])
@@ -42,6 +43,7 @@ def test_rerun_reports_every_metric_identical(family: str, tiny: list[str], outp
         assert "compress/pruned80/test_acc" in untimed and "timing metrics not compared" in report
 
 
+@pytest.mark.slow
 def test_rerun_with_a_changed_value_reports_the_difference(tiny: list[str], output_root: Path, capsys) -> None:
     original = run_training([*tiny, "tracking.log_model=false"])
     assert (
@@ -51,6 +53,7 @@ def test_rerun_with_a_changed_value_reports_the_difference(tiny: list[str], outp
     assert "<- differs" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_rerun_after_a_code_change_is_refused_then_allowed(tiny: list[str], output_root: Path, capsys) -> None:
     original = run_training([*tiny, "tracking.log_model=false"])
     MlflowClient(store_uri(output_root)).set_tag(original.run_id, "git.commit", "0" * 40)
@@ -61,6 +64,7 @@ def test_rerun_after_a_code_change_is_refused_then_allowed(tiny: list[str], outp
     assert "warning: code differs: commit" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_rerun_refuses_different_data(tiny: list[str], output_root: Path) -> None:
     original = run_training([*tiny, "tracking.log_model=false"])
     MlflowClient(store_uri(output_root)).set_tag(original.run_id, "data.digest", "f" * 64)
@@ -69,6 +73,7 @@ def test_rerun_refuses_different_data(tiny: list[str], output_root: Path) -> Non
 
 
 @pytest.mark.parametrize("target", ["os.system", "torch.load", "torch.hub.load"])
+@pytest.mark.slow
 def test_stored_config_naming_a_foreign_target_is_refused(target: str, tiny: list[str], output_root: Path) -> None:
     original = run_training([*tiny, "tracking.log_model=false", "tracking.log_checkpoint=false"])
     uri = store_uri(output_root)
@@ -88,6 +93,7 @@ def test_stored_config_naming_a_foreign_target_is_refused(target: str, tiny: lis
         ("seed: 42", "seed: -1", r"seed: must be in \[0, 2\*\*32\), got -1"),
     ],
 )
+@pytest.mark.slow
 def test_a_tampered_stored_config_is_one_clear_refusal(
     original: str, tampered: str, refusal: str, tiny: list[str], output_root: Path
 ) -> None:
@@ -101,6 +107,7 @@ def test_a_tampered_stored_config_is_one_clear_refusal(
         rerun(run.run_id, [f"tracking.uri={uri}"], False, 0.0)
 
 
+@pytest.mark.slow
 def test_data_loader_workers_and_augmentation_stay_deterministic(tiny: list[str]) -> None:
     overrides = [*tiny, "data.num_workers=2", "data.augment.enabled=true", "tracking.log_model=false"]
     assert run_training(overrides).test_metrics == run_training(overrides).test_metrics
@@ -116,6 +123,7 @@ def wait_for_epochs(db: Path, run_id: str, epochs: int, process: subprocess.Pope
 
 
 @pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGTERM])
+@pytest.mark.slow
 def test_killed_run_resumes_into_the_same_run_as_if_never_stopped(stop: signal.Signals, tmp_path: Path) -> None:
     overrides = [
         *TINY_DATA,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from conftest import TINY_DATA, pipeline_train, store_client
 from pipeline.sweeps.parent_run import swept_keys
 
@@ -16,6 +18,7 @@ def test_swept_keys_are_the_overrides_with_several_values() -> None:
     ]
 
 
+@pytest.mark.slow
 def test_grid_multirun_of_four_trials_gives_four_children_under_one_parent(tmp_path: Path) -> None:
     out = tmp_path / "out"
     done = pipeline_train(
@@ -54,6 +57,7 @@ def test_grid_multirun_of_four_trials_gives_four_children_under_one_parent(tmp_p
     assert f"sweep:   parent run {parent.info.run_id}; 4 trials, best {best.info.run_id}" in done.stdout
 
 
+@pytest.mark.slow
 def test_a_failing_trial_is_reported_and_the_sweep_goes_on(tmp_path: Path) -> None:
     out = tmp_path / "out"
     done = pipeline_train(

@@ -72,6 +72,7 @@ def test_each_model_family_trains_and_lands_whole_in_the_store(
 
 
 @pytest.mark.parametrize("family", ["cnn", "rnn", "transformer"])
+@pytest.mark.slow
 def test_logged_model_predicts_with_the_logged_test_accuracy(family: str, tiny: list[str], store: MlflowClient) -> None:
     result = run_training([*tiny, "trainer.max_epochs=3", f"model={family}"])
     mlflow.set_tracking_uri(result.tracking_uri)
@@ -90,6 +91,7 @@ def test_learns_the_synthetic_task(tiny: list[str]) -> None:
 
 
 @pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.slow
 def test_same_config_and_seed_give_identical_metrics(threads: int, tiny: list[str], store: MlflowClient) -> None:
     overrides = [*tiny, f"trainer.threads={threads}", "tracking.log_model=false", "tracking.log_checkpoint=false"]
     first, second = run_training(overrides), run_training(overrides)
@@ -145,6 +147,7 @@ def test_exception_during_training_marks_the_run_failed_and_keeps_metrics(
     assert len(store.get_metric_history(run.info.run_id, "train/loss")) == 3  # epoch 0 survived
 
 
+@pytest.mark.slow
 def test_http_tracking_uri_goes_through_a_real_server(tiny: list[str], mlflow_server: str) -> None:
     result = run_training([*tiny, f"tracking.uri={mlflow_server}", "tracking.log_model=false"])
     client = MlflowClient(tracking_uri=mlflow_server)
