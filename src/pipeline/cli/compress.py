@@ -11,7 +11,7 @@ from pipeline.errors import PipelineError
 def main(argv: list[str] | None = None) -> None:
     parser = stored_run_parser(
         "pipeline-compress",
-        __doc__.splitlines()[0],
+        "Compress a FINISHED run's best model and log the variants into that run.",
         "a FINISHED run whose best checkpoint is compressed",
         "key=value or group=option changes, e.g. compression=quick or compression.variants=[int8_static,onnx_int8]",
     )

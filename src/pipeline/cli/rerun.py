@@ -14,7 +14,7 @@ from pipeline.errors import PipelineError
 def main(argv: list[str] | None = None) -> None:
     parser = stored_run_parser(
         "pipeline-rerun",
-        __doc__.splitlines()[0],
+        "Rebuild a stored run, train it again, and compare every final metric.",
         "the MLflow run to reproduce",
         "key=value or group=option changes to the stored config (e.g. trainer.threads=1); the rerun goes to the same store",
     )
