@@ -20,7 +20,7 @@ from pipeline.compress.build import Report
 from pipeline.compress.variants import Variant
 from pipeline.failpoints import failpoint
 from pipeline.tracking.ledger import RunLedger
-from pipeline.tracking.quantized_model import QuantizedClassifier, code_paths, requirements
+from pipeline.tracking.quantized_model import IMPORTED_DISTRIBUTIONS, QuantizedClassifier, code_paths
 from pipeline.tracking.requirements import ONNX_MODEL, TORCH_MODEL, exact_requirements
 from pipeline.tracking.run import quiet_export_warnings
 from pipeline.tracking.store import register_model
@@ -68,7 +68,7 @@ def log_variant_model(variant: Variant, example: torch.Tensor, config_yaml: str,
                     python_model=QuantizedClassifier(),
                     artifacts=artifacts,
                     code_paths=code_paths(),
-                    pip_requirements=requirements(),
+                    pip_requirements=exact_requirements(IMPORTED_DISTRIBUTIONS),
                     **common,
                 )
     return info.model_uri

@@ -3,7 +3,7 @@
 torch.ao's int8 modules can be neither exported nor pickled (docs/dependencies.md): the model is
 rebuilt from the run's config (the `model` and `data` sections) and its int8 state dict is loaded
 into it. The logged model therefore carries the `pipeline` package (`code_paths`) and names what
-that code imports (`requirements`): it loads in an environment holding only those, without this
+that code imports (`IMPORTED_DISTRIBUTIONS`): it loads in an environment holding only those, without this
 project installed. Keep this module's imports lean: a served model loads every one of them.
 """
 
@@ -21,7 +21,6 @@ import pipeline
 from pipeline.compress.variants import nondeterministic_kernels_allowed, rebuild_static
 from pipeline.config.validation import validate
 from pipeline.models.build import build_model
-from pipeline.tracking.requirements import exact_requirements
 
 # what the code above (and the models it builds) imports, beside mlflow itself
 IMPORTED_DISTRIBUTIONS = ("torch", "numpy", "omegaconf", "hydra-core")
@@ -46,8 +45,3 @@ class QuantizedClassifier(mlflow.pyfunc.PythonModel):
 def code_paths() -> list[str]:
     """The `pipeline` package, copied into the logged model."""
     return [str(Path(pipeline.__file__).resolve().parent)]
-
-
-def requirements() -> list[str]:
-    """The exact versions of what the carried code imports."""
-    return exact_requirements(IMPORTED_DISTRIBUTIONS)
