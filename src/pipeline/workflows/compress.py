@@ -16,8 +16,8 @@ from omegaconf import DictConfig, OmegaConf
 from pipeline.compress.build import Report, Settings, compress
 from pipeline.compress.variants import nondeterministic_kernels_allowed
 from pipeline.config.compose import store_location, stored_config
-from pipeline.config.instantiate import safe_instantiate
 from pipeline.config.validation import validate
+from pipeline.data.build import load_data
 from pipeline.data.splits import ImageSplits
 from pipeline.errors import TrackingError
 from pipeline.models.build import build_model
@@ -92,8 +92,7 @@ def load_stored_model(run_id: str, overrides: list[str]) -> tuple[DictConfig, to
     if stored.status != "FINISHED":
         raise TrackingError(f"run {run_id} is {stored.status}: only a FINISHED run can be compressed")
     cfg = validate(stored_config(stored.config_yaml, [f"tracking.uri={uri}", "compression.enabled=true", *overrides]))
-    splits = safe_instantiate(cfg.data, "data", shuffle_seed=cfg.seed).splits
-    splits.check_digest(stored.tags.get("data.digest"))
+    splits = load_data(cfg, stored.tags.get("data.digest")).splits
     output_root = Path(cfg.paths.output_root)
     with tempfile.TemporaryDirectory() as scratch:
         local = output_root / "checkpoints" / run_id / "best.ckpt"

@@ -25,8 +25,8 @@ from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pipeline import figures
 from pipeline.callbacks import StopOnDivergence
 from pipeline.config.compose import stored_config
-from pipeline.config.instantiate import safe_instantiate
 from pipeline.config.validation import validate
+from pipeline.data.build import load_data
 from pipeline.data.datamodule import ImageDataModule
 from pipeline.data.splits import ImageSplits
 from pipeline.distributed import launched_rank
@@ -116,13 +116,6 @@ def prepare_process(cfg: DictConfig) -> None:
     if cfg.trainer.threads is not None:
         torch.set_num_threads(cfg.trainer.threads)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-
-
-def load_data(cfg: DictConfig, expected_digest: str | None) -> ImageDataModule:
-    """The config's DataModule, its splits checked against a stored run's digest when there is one."""
-    datamodule = safe_instantiate(cfg.data, "data", shuffle_seed=cfg.seed)
-    datamodule.splits.check_digest(expected_digest)
-    return datamodule
 
 
 def build_model_and_task(cfg: DictConfig, splits: ImageSplits) -> ClassificationTask:
