@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 from pipeline.cli.arguments import overrides_of, stored_run_parser
+from pipeline.cli.teardown import quick_exit
 from pipeline.errors import PipelineError
 
 
@@ -16,13 +17,14 @@ def main(argv: list[str] | None = None) -> None:
         "key=value or group=option changes, e.g. compression=quick or compression.variants=[int8_static,onnx_int8]",
     )
     args = parser.parse_intermixed_args(argv)
-    try:
-        from pipeline.workflows.compress import compress_stored_run  # torch, MLflow: once the command line parsed
+    with quick_exit():
+        try:
+            from pipeline.workflows.compress import compress_stored_run  # torch, MLflow: once the command line parsed
 
-        compress_stored_run(args.run_id, overrides_of(args))
-    except PipelineError as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+            compress_stored_run(args.run_id, overrides_of(args))
+        except PipelineError as err:
+            print(f"error: {err}", file=sys.stderr)
+            raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from __future__ import annotations
 import sys
 
 from pipeline.cli.arguments import overrides_of, stored_run_parser
+from pipeline.cli.teardown import quick_exit
 from pipeline.errors import PipelineError
 
 
@@ -25,13 +26,14 @@ def main(argv: list[str] | None = None) -> None:
         "--tolerance", type=float, default=0.0, help="largest absolute metric difference still counted as equal"
     )
     args = parser.parse_intermixed_args(argv)
-    try:
-        from pipeline.workflows.rerun import rerun  # torch, Lightning, MLflow: once the command line parsed
+    with quick_exit():
+        try:
+            from pipeline.workflows.rerun import rerun  # torch, Lightning, MLflow: once the command line parsed
 
-        code = rerun(args.run_id, overrides_of(args), args.allow_code_change, args.tolerance)
-    except PipelineError as err:
-        print(f"error: {err}", file=sys.stderr)
-        code = 2
+            code = rerun(args.run_id, overrides_of(args), args.allow_code_change, args.tolerance)
+        except PipelineError as err:
+            print(f"error: {err}", file=sys.stderr)
+            code = 2
     raise SystemExit(code)
 
 

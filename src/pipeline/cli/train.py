@@ -14,6 +14,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from pipeline.cli.teardown import quick_exit
 from pipeline.config import CONF_DIR
 from pipeline.config.compose import compose_config
 from pipeline.errors import ConfigError, PipelineError, RunInterrupted, disk_full
@@ -107,7 +108,8 @@ def main() -> None:
         except ConfigError as err:
             print(f"error: {err}", file=sys.stderr)
             raise SystemExit(2) from None
-    _hydra_entry()
+    with quick_exit():
+        _hydra_entry()
 
 
 if __name__ == "__main__":
