@@ -43,6 +43,7 @@ SLOW = pytest.mark.slow
         (["seed=-1"], "error: seed: must be in [0, 2**32), got -1"),
         (["trainer.on_divergence=maybe"], "error: trainer.on_divergence: must be fail or stop, got 'maybe'"),
         (["trainer.divergence_factor=0.5"], "error: trainer.divergence_factor: must be > 1, got 0.5"),
+        (["sweep.log_models=some"], "error: sweep.log_models: must be best or all, got 'some'"),
     ],
 )
 def test_bad_input_exits_nonzero_with_one_line_and_no_running_run(
@@ -65,6 +66,7 @@ def test_the_issue_command_lands_everything_in_the_given_store(tmp_path: Path) -
         "optimizer=sgd",
         "optimizer.lr=0.05",
         "trainer.max_epochs=1",
+        "compression=none",  # the default's ten variants of a transformer take minutes here: tests/test_compress.py
         f"tracking.uri=sqlite:///{db}",
         f"paths.output_root={tmp_path / 'out'}",
         cwd=tmp_path,

@@ -127,8 +127,8 @@ def wait_for_epochs(db: Path, run_id: str, epochs: int, process: subprocess.Pope
 def test_killed_run_resumes_into_the_same_run_as_if_never_stopped(stop: signal.Signals, tmp_path: Path) -> None:
     overrides = [
         *TINY_DATA,
-        "data.train_size=1024",
-        "trainer.max_epochs=8",
+        "data.train_size=512",
+        "trainer.max_epochs=5",
         "trainer.threads=1",
         "tracking.log_model=false",
         "tracking.flush_every_s=0.1",

@@ -15,13 +15,20 @@ from pipeline.config import REPO_ROOT
 
 SERVER = ["bash", str(REPO_ROOT / "scripts" / "server.sh")]
 
+# both tests on one xdist worker, so they share one server (the fixture is per module and per worker)
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("team_server")]
 
-@pytest.fixture
-def team_server(tmp_path: Path) -> Iterator[dict[str, str]]:
-    """The environment a team member's shell has once scripts/server.sh started: server URL, study database."""
+
+@pytest.fixture(scope="module")
+def team_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """The environment a team member's shell has once scripts/server.sh started: server URL, study database.
+
+    One server for the module: starting PostgreSQL and `mlflow server` costs half a minute here.
+    """
+    server_dir = tmp_path_factory.mktemp("team") / "server"
     env = {
         **cli_env(),
-        "SERVER_DIR": str(tmp_path / "server"),
+        "SERVER_DIR": str(server_dir),
         "PG_PORT": str(free_port()),
         "MLFLOW_PORT": str(free_port()),
     }
@@ -31,14 +38,13 @@ def team_server(tmp_path: Path) -> Iterator[dict[str, str]]:
         yield {
             **env,
             "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{env['MLFLOW_PORT']}",
-            "PGPASSFILE": str(tmp_path / "server" / "pgpass"),  # as the start message says: no password in the URL
+            "PGPASSFILE": str(server_dir / "pgpass"),  # as the start message says: no password in the URL
             "PIPELINE_OPTUNA_STORAGE": f"postgresql://postgres@127.0.0.1:{env['PG_PORT']}/optuna",
         }
     finally:
         subprocess.run([*SERVER, "purge"], env=env, capture_output=True, timeout=120)
 
 
-@pytest.mark.slow
 def test_a_run_and_a_parallel_sweep_land_in_the_team_server(
     tmp_path: Path, team_server: dict[str, str], monkeypatch
 ) -> None:
@@ -79,13 +85,13 @@ def test_a_run_and_a_parallel_sweep_land_in_the_team_server(
     assert not (tmp_path / "out" / "mlflow.db").exists() and not (tmp_path / "out" / "optuna.db").exists()
 
 
-@pytest.mark.slow
-def test_the_database_password_is_on_no_command_line_and_in_no_log(tmp_path: Path, team_server: dict[str, str]) -> None:
-    password = (tmp_path / "server" / "db-password").read_text().strip()
+def test_the_database_password_is_on_no_command_line_and_in_no_log(team_server: dict[str, str]) -> None:
+    server_dir = Path(team_server["SERVER_DIR"])
+    password = (server_dir / "db-password").read_text().strip()
     assert len(password) >= 16
     arguments = subprocess.run(["ps", "-eww", "-o", "args"], capture_output=True, text=True, check=True).stdout
     assert f"127.0.0.1:{team_server['PG_PORT']}/mlflow" in arguments  # the server is there, its URL without a password
     assert password not in arguments
-    for log in (tmp_path / "server").glob("*.log"):
+    for log in server_dir.glob("*.log"):
         assert password not in log.read_text(errors="replace"), log
-    assert oct((tmp_path / "server" / "pgpass").stat().st_mode & 0o777) == "0o600"
+    assert oct((server_dir / "pgpass").stat().st_mode & 0o777) == "0o600"

@@ -26,19 +26,31 @@ def test_the_best_model_of_a_sweep_is_registered_and_served_by_alias(tmp_path: P
         "optimizer.lr=0.001,0.01",
         *TINY_DATA,
         "trainer.max_epochs=2",
-        "compression=none",
+        "compression=quick",
+        "compression.variants=[fp16]",
         f"paths.output_root={out}",
         cwd=tmp_path,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     uri = f"sqlite:///{out / 'mlflow.db'}"
     client = MlflowClient(uri)
-    (parent,) = client.search_runs(
-        [client.get_experiment_by_name("digits").experiment_id], "tags.`sweep.role` = 'parent'"
-    )
+    experiment_id = client.get_experiment_by_name("digits").experiment_id
+    (parent,) = client.search_runs([experiment_id], "tags.`sweep.role` = 'parent'")
     assert parent.data.tags["sweep.best_model"] == "models:/digits-sweep@best"
     version = client.get_model_version_by_alias("digits-sweep", "best")
-    assert version.run_id == parent.data.tags["sweep.best_run_id"]
+    best_id = parent.data.tags["sweep.best_run_id"]
+    assert version.run_id == best_id
+
+    # sweep.log_models=best (the default): only the best trial has a model and compressed variants, made at the end
+    trials = client.search_runs([experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    assert len(trials) == 2
+    for trial in trials:
+        models = client.search_logged_models([experiment_id], filter_string=f"source_run_id = '{trial.info.run_id}'")
+        is_best = trial.info.run_id == best_id
+        assert sorted(model.name for model in models) == (["model", "model-fp16"] if is_best else [])
+        assert ("compress/fp16/test_acc" in trial.data.metrics) is is_best
+        assert trial.info.status == "FINISHED"
+        assert trial.data.tags.get("sweep.deferred") == (None if is_best else "model,compression")  # done at the end
 
     mlflow.set_tracking_uri(uri)
     images = np.random.default_rng(0).random((4, 1, 28, 28), dtype=np.float32)

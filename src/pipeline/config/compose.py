@@ -7,10 +7,12 @@ which store to read a run from.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import HydraException, MissingConfigException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -30,10 +32,26 @@ def _hydra_error_line(err: Exception) -> str:
     return first_line(str(err))
 
 
+@contextmanager
+def _beside_a_running_app() -> Iterator[None]:
+    """Hydra composes only while no app holds it: a multirun's end (its callback) sets the running one aside."""
+    running = GlobalHydra.instance().hydra
+    GlobalHydra.instance().clear()
+    try:
+        yield
+    finally:
+        if running is not None:
+            GlobalHydra.instance().clear()
+            GlobalHydra.instance().initialize(running)
+
+
 def compose_config(overrides: Sequence[str] = (), config_name: str = "train") -> DictConfig:
     """The config `pipeline-train <overrides>` would run, validated; ConfigError names the bad key."""
     try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name="train"):
+        with (
+            _beside_a_running_app(),
+            initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name="train"),
+        ):
             cfg = compose(config_name=config_name, overrides=list(overrides))
     except (HydraException, OmegaConfBaseException) as err:
         raise ConfigError(_hydra_error_line(err)) from None

@@ -392,10 +392,12 @@ class CompressionConfig:
 
 @dataclass
 class SweepConfig:
-    """What a sweep optimises: the metric a trial returns, and which way is better."""
+    """What a sweep optimises (the metric a trial returns, which way is better) and what its trials log."""
 
     objective: str = MISSING
     direction: str = MISSING
+    log_models: str = MISSING  # best: only the best trial gets its model (and variants), at the sweep's end; all
+    compress_best: bool = MISSING  # compress the best trial's model at the end (when its compression is enabled)
 
     def check(self) -> None:
         _require(bool(self.objective.strip()), "sweep.objective", "must name a metric, e.g. best/val_acc")
@@ -403,6 +405,9 @@ class SweepConfig:
             self.direction in ("maximize", "minimize"),
             "sweep.direction",
             f"must be maximize or minimize, got {self.direction!r}",
+        )
+        _require(
+            self.log_models in ("best", "all"), "sweep.log_models", f"must be best or all, got {self.log_models!r}"
         )
 
 

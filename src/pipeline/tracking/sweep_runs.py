@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,8 @@ from mlflow import MlflowClient
 from pipeline.tracking.store import ensure_experiment, register_model
 
 PARENT_TAG = "mlflow.parentRunId"  # what the MLflow UI nests runs by
+# on a trial: what it left for the sweep's end, e.g. "model,compression" (sweep.log_models=best)
+DEFERRED_TAG = "sweep.deferred"
 
 
 def open_parent(
@@ -114,8 +117,14 @@ def _register_best_model(
     return f"models:/{name}@best"
 
 
-def close_parent(uri: str, run_id: str, swept: list[str], sweep: Any) -> str:
-    """Record trial count, best trial and the objective-by-parameter figure; end the parent run."""
+def close_parent(
+    uri: str, run_id: str, swept: list[str], sweep: Any, finish_best: Callable[[str, list[str]], None] | None = None
+) -> str:
+    """Record trial count, best trial and the objective-by-parameter figure; end the parent run.
+
+    ``finish_best(run_id, deferred)`` does what the best trial left for the sweep's end (its
+    `sweep.deferred` tag, e.g. the model export) before that model is registered.
+    """
     from pipeline.figures import objective_by_parameter
 
     client = MlflowClient(tracking_uri=uri)
@@ -136,6 +145,9 @@ def close_parent(uri: str, run_id: str, swept: list[str], sweep: Any) -> str:
     best = pick(scored, key=lambda child: child.data.metrics[sweep.objective])
     value = best.data.metrics[sweep.objective]
     client.set_tag(run_id, "sweep.best_run_id", best.info.run_id)
+    if finish_best is not None and (deferred := best.data.tags.get(DEFERRED_TAG)):
+        finish_best(best.info.run_id, deferred.split(","))
+        client.delete_tag(best.info.run_id, DEFERRED_TAG)
     if (version := _register_best_model(uri, client, experiment_id, best.info.run_id, run_id)) is not None:
         client.set_tag(run_id, "sweep.best_model", version)
     client.log_metric(run_id, f"sweep/best_{sweep.objective.replace('/', '_')}", value)

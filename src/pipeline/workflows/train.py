@@ -40,7 +40,7 @@ from pipeline.task import ClassificationTask, build_task
 from pipeline.tracking.run import TrackedRun
 from pipeline.tracking.store import resolve_tracking_uri
 from pipeline.tracking.stored_runs import fetch_run
-from pipeline.tracking.sweep_runs import PARENT_TAG
+from pipeline.tracking.sweep_runs import DEFERRED_TAG, PARENT_TAG
 from pipeline.trainer import build_trainer, checkpoint_dir
 from pipeline.workflows.compress import compress_and_log
 
@@ -81,7 +81,8 @@ def train(
     output_root = Path(cfg.paths.output_root)
     resume_checkpoint = readable_last_checkpoint(output_root, resume_run_id) if resume_run_id else None
     divergence = StopOnDivergence(cfg.trainer.divergence_factor, cfg.trainer.on_divergence)
-    with tracked_run(cfg, overrides, datamodule.splits, resume_run_id, extra_tags) as run:
+    deferred = deferred_to_sweep_end(cfg, resume_run_id)
+    with tracked_run(cfg, overrides, datamodule.splits, resume_run_id, {**(extra_tags or {}), **deferred}) as run:
         logger = run.metrics_logger(cfg.tracking.flush_every_s) if run else None
         run_id = run.run_id if run else "not-rank-zero"
         trainer, best = build_trainer(cfg, logger, output_root, run_id, [divergence, *(callbacks or [])])
@@ -90,8 +91,9 @@ def train(
             return None  # a DDP rank other than the first: the first one logs
         logger.deliver(wait_s=cfg.tracking.outage_wait_s)  # a tracking server that went away: its metrics first
         failpoint("test")
-        model_uri = log_results(cfg, run, trainer, task, datamodule.splits, Path(best.best_model_path))
-        if cfg.compression.enabled:
+        export_model = cfg.tracking.log_model and not deferred
+        model_uri = log_results(cfg, run, trainer, task, datamodule.splits, Path(best.best_model_path), export_model)
+        if cfg.compression.enabled and not deferred:
             compress_and_log(cfg, task.model, datamodule.splits, model_uri, run.ledger)
         return TrainResult(run.run_id, run.uri, run.experiment_id, test_metrics, model_uri, run.final_metrics())
 
@@ -140,11 +142,7 @@ def readable_last_checkpoint(output_root: Path, run_id: str) -> Path:
 
 @contextmanager
 def tracked_run(
-    cfg: DictConfig,
-    overrides: list[str],
-    splits: ImageSplits,
-    resume_run_id: str | None,
-    extra_tags: dict[str, str] | None,
+    cfg: DictConfig, overrides: list[str], splits: ImageSplits, resume_run_id: str | None, extra_tags: dict[str, str]
 ) -> Iterator[TrackedRun | None]:
     """The run's MLflow run, new (config, provenance and data logged) or reopened; None on DDP ranks after the first."""
     if launched_rank(cfg.trainer.devices) != 0:
@@ -152,7 +150,7 @@ def tracked_run(
         return
     output_root = Path(cfg.paths.output_root)
     uri = resolve_tracking_uri(cfg.tracking.uri, output_root)
-    tags = {"model": cfg.model._target_.rsplit(".", 1)[-1].lower(), **cfg.tags, **(extra_tags or {})}
+    tags = {"model": cfg.model._target_.rsplit(".", 1)[-1].lower(), **cfg.tags, **extra_tags}
     if (parent := parent_run_id()) is not None and resume_run_id is None:
         tags[PARENT_TAG] = parent
     # MLflow's own name generator draws from `random`, seeded above: every run would get the same name
@@ -164,6 +162,20 @@ def tracked_run(
             run.log_provenance(git_state(Path(__file__).resolve().parent), runtime_versions(), installed_packages())
             run.log_dataset(cfg.data.name, splits)
         yield run
+
+
+def deferred_to_sweep_end(cfg: DictConfig, resume_run_id: str | None) -> dict[str, str]:
+    """A sweep's new trial leaves its model export and compression for the best trial (sweep.log_models=best).
+
+    Most trials of a sweep are thrown away: exporting and compressing each one cost more than its
+    training. What is deferred is recorded on the run (`sweep.deferred`), for the sweep's end.
+    """
+    if parent_run_id() is None or resume_run_id is not None or cfg.sweep.log_models != "best":
+        return {}
+    parts = [
+        part for part, wanted in (("model", cfg.tracking.log_model), ("compression", cfg.compression.enabled)) if wanted
+    ]
+    return {DEFERRED_TAG: ",".join(parts)} if parts else {}
 
 
 def fit_and_test(
@@ -199,6 +211,7 @@ def log_results(
     task: ClassificationTask,
     splits: ImageSplits,
     best_checkpoint: Path,
+    export_model: bool,
 ) -> str | None:
     """The best validation accuracy, the figures, the checkpoint and the model; the model's URI if logged."""
     histories = run.metric_histories(CURVES)
@@ -212,6 +225,6 @@ def log_results(
     failpoint("figures")
     if cfg.tracking.log_checkpoint:
         run.log_checkpoint(best_checkpoint)
-    model_uri = run.log_model(task.model, splits.test.images[:8].clone()) if cfg.tracking.log_model else None
+    model_uri = run.log_model(task.model, splits.test.images[:8].clone()) if export_model else None
     failpoint("model")
     return model_uri
