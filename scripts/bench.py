@@ -12,7 +12,10 @@
 4. Sweep throughput: trials per minute of a fixed small Hydra multirun, one process at a time
    against two processes in parallel (one thread each).
 
-Usage: .venv/bin/python scripts/bench.py [--rounds 3] [--epochs 3] [--quick]
+The pipeline side trains in `--precision` (e.g. bf16-mixed); the bare loop stays fp32, so the
+ratio says what that precision buys on this machine (its CPU and features are printed first).
+
+Usage: .venv/bin/python scripts/bench.py [--rounds 3] [--epochs 3] [--precision 32-true] [--quick]
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from mlflow.entities import Metric
 
 from pipeline.config.compose import compose_config
 from pipeline.config.instantiate import safe_instantiate
+from pipeline.hardware import cpu_features, cpu_model
 from pipeline.models.build import build_model
 from pipeline.tracking.logger import MlflowBatchLogger
 from pipeline.tracking.store import ensure_experiment
@@ -85,11 +89,13 @@ def spread(values: list[float]) -> str:
     return f"{statistics.median(values):8.1f}  ({min(values):.1f}-{max(values):.1f})"
 
 
-def bench_throughput(models: list[str], data: list[str], epochs: int, rounds: int, scratch: Path) -> None:
+def bench_throughput(
+    models: list[str], data: list[str], epochs: int, rounds: int, precision: str, scratch: Path
+) -> None:
     print(
         f"\n## Training throughput: samples/s, median (min-max) of {rounds} alternated rounds, {torch.get_num_threads()} threads"
     )
-    print(f"{'model':12} {'bare loop':>26} {'pipeline':>26} {'ratio':>22}")
+    print(f"{'model':12} {'bare loop (fp32)':>26} {'pipeline (' + precision + ')':>26} {'ratio':>22}")
     for model in models:
         overrides = [
             f"model={model}",
@@ -99,13 +105,14 @@ def bench_throughput(models: list[str], data: list[str], epochs: int, rounds: in
             *data,
         ]
         bare, piped, ratios = [], [], []
+        piped_overrides = [*overrides, f"trainer.precision={precision}"]
         for round_index in range(rounds):
             first_bare = round_index % 2 == 0  # alternate which goes first
             for kind in ("bare", "pipeline") if first_bare else ("pipeline", "bare"):
                 if kind == "bare":
                     bare.append(bare_loop_samples_per_s(overrides))
                 else:
-                    piped.append(pipeline_samples_per_s(overrides, scratch / f"throughput-{model}-{round_index}"))
+                    piped.append(pipeline_samples_per_s(piped_overrides, scratch / f"throughput-{model}-{round_index}"))
             ratios.append(piped[-1] / bare[-1])
         ratio = f"{statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f})"
         print(f"{model:12} {spread(bare):>26} {spread(piped):>26} {ratio:>22}")
@@ -212,6 +219,7 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["cnn", "transformer"])
     parser.add_argument("--points", type=int, default=500)
     parser.add_argument("--trials", type=int, default=4)
+    parser.add_argument("--precision", default="32-true", help="the pipeline's trainer.precision (bare loop: fp32)")
     parser.add_argument(
         "--quick", action="store_true", help="tiny synthetic data, one round: checks that the benchmark runs"
     )
@@ -221,7 +229,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch_dir:
         scratch = Path(scratch_dir)
         print(f"# scripts/bench.py on {torch.get_num_threads()} threads, torch {torch.__version__}")
-        bench_throughput(args.models, data, 1 if args.quick else args.epochs, rounds, scratch)
+        print(f"# CPU: {cpu_model()}; features: {' '.join(cpu_features()) or 'none known'}")
+        bench_throughput(args.models, data, 1 if args.quick else args.epochs, rounds, args.precision, scratch)
         bench_startup(rounds, scratch)
         bench_logging(50 if args.quick else args.points, scratch)
         bench_sweep(2 if args.quick else args.trials, data, scratch)

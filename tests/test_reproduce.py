@@ -44,13 +44,19 @@ def test_rerun_reports_every_metric_identical(family: str, tiny: list[str], outp
 
 
 @pytest.mark.slow
-def test_rerun_with_a_changed_value_reports_the_difference(tiny: list[str], output_root: Path, capsys) -> None:
+def test_rerun_with_a_changed_value_or_on_another_cpu_reports_the_difference(
+    tiny: list[str], output_root: Path, capsys
+) -> None:
     original = run_training([*tiny, "tracking.log_model=false"])
+    # as if it had run on a CPU with AMX (this one's features are whatever they are, but not these)
+    MlflowClient(store_uri(output_root)).set_tag(original.run_id, "version.cpu_features", "avx2 amx_tile amx_bf16 x")
     assert (
         rerun(original.run_id, ["optimizer.lr=0.01", f"tracking.uri={store_uri(output_root)}"], False, 0.0)
         == NOT_REPRODUCED_EXIT
     )
-    assert "<- differs" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "<- differs" in out
+    assert "note: cpu_features differs ('avx2 amx_tile amx_bf16 x' then" in out
 
 
 @pytest.mark.slow

@@ -6,12 +6,14 @@ import mlflow
 import numpy as np
 import pytest
 import pytorch_lightning as pl
+import torch
 import yaml
 from mlflow import MlflowClient
 
 from conftest import run_training
 from pipeline.config.compose import compose_config
 from pipeline.config.instantiate import safe_instantiate
+from pipeline.hardware import NUMERIC_CPU_FEATURES, auto_precision, cpu_features, cpu_model
 from pipeline.task import ClassificationTask
 from pipeline.workflows.train import train
 
@@ -158,3 +160,43 @@ def test_http_tracking_uri_goes_through_a_real_server(tiny: list[str], mlflow_se
         "config/overrides.txt",
     ]
     assert [a.path for a in client.list_artifacts(result.run_id, "checkpoints")] == ["checkpoints/best.ckpt"]
+
+
+@pytest.mark.parametrize(
+    ("on_gpu", "gpu_has_bf16", "features", "expected"),
+    [
+        (False, False, ["avx2", "fma"], "32-true"),  # bf16 emulated: slower than fp32
+        (False, False, ["avx2", "avx512f", "avx512_bf16"], "32-true"),  # bf16 dot products, no matrix units: unmeasured
+        (False, False, ["avx512f", "amx_tile", "amx_bf16"], "bf16-mixed"),
+        (True, True, [], "bf16-mixed"),
+        (True, False, ["amx_bf16"], "32-true"),  # a GPU without bf16 trains, not the CPU
+    ],
+)
+def test_auto_precision_is_bf16_only_where_hardware_has_it(
+    on_gpu: bool, gpu_has_bf16: bool, features: list[str], expected: str
+) -> None:
+    assert auto_precision(on_gpu, gpu_has_bf16, features) == expected
+
+
+def test_a_run_records_the_precision_auto_chose_and_the_cpu_it_ran_on(tiny: list[str], store: MlflowClient) -> None:
+    run_training([*tiny, "model=mlp", "trainer.precision=auto"])
+    run = only_run(store)
+    assert set(cpu_features()) <= set(NUMERIC_CPU_FEATURES)
+    assert run.data.params["trainer.precision"] == auto_precision(False, False, cpu_features())  # never "auto"
+    assert run.data.tags["version.cpu_features"] == " ".join(cpu_features())
+    assert run.data.tags["version.cpu"] == cpu_model() != ""
+
+
+def test_bf16_mixed_trains_to_a_finite_loss_with_an_fp32_model_for_what_follows(
+    tiny: list[str], store: MlflowClient
+) -> None:
+    result = run_training(
+        [*tiny, "model=cnn", "trainer.precision=bf16-mixed", "compression=quick", "compression.variants=[fp16]"]
+    )
+    run = only_run(store)
+    assert run.data.params["trainer.precision"] == "bf16-mixed"
+    assert np.isfinite(run.data.metrics["train/loss"]) and 0 <= run.data.metrics["test/acc"] <= 1
+    # the exported model and the variants start from fp32 weights (autocast computes in bf16, stores fp32)
+    model = mlflow.pytorch.load_model(result.model_uri)
+    assert {parameter.dtype for parameter in model.parameters()} == {torch.float32}
+    assert "compress/fp16/test_acc" in run.data.metrics

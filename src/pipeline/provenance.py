@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
+from pipeline.hardware import cpu_features, cpu_model
+
 
 @dataclass(frozen=True)
 class GitState:
@@ -65,6 +67,7 @@ def runtime_versions() -> dict[str, str]:
         "lightning": pytorch_lightning.__version__,
         "mlflow": metadata.version("mlflow"),
         "platform": platform.platform(),
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": cpu_model(),
+        "cpu_features": " ".join(cpu_features()),
         "torch_threads": str(torch.get_num_threads()),
     }

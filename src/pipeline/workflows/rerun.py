@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from pipeline.config.compose import store_location, stored_config
-from pipeline.provenance import GitState, git_state
+from pipeline.provenance import GitState, git_state, runtime_versions
 from pipeline.tracking.store import resolve_tracking_uri
 from pipeline.tracking.stored_runs import fetch_run
 from pipeline.workflows.train import train
@@ -81,6 +81,10 @@ def rerun(run_id: str, overrides: list[str], allow_code_change: bool, tolerance:
     for difference in differences:
         print(f"warning: code differs: {difference}")
 
+    here = runtime_versions()
+    for name in ("cpu", "cpu_features"):  # bit-identical reruns hold on one kind of CPU (docs/dependencies.md)
+        if (then := stored.tags.get(f"version.{name}")) is not None and then != here[name]:
+            print(f"note: {name} differs ({then!r} then, {here[name]!r} here): the last digits of metrics may too")
     pinned = [f"tracking.uri={uri}"]
     if "version.torch_threads" in stored.tags:
         pinned.append(f"trainer.threads={stored.tags['version.torch_threads']}")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, read_write
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 
 from pipeline import figures
@@ -32,6 +32,7 @@ from pipeline.data.splits import ImageSplits
 from pipeline.distributed import launched_rank
 from pipeline.errors import CheckpointError, TrainingDiverged, first_line
 from pipeline.failpoints import failpoint
+from pipeline.hardware import auto_precision, cpu_features
 from pipeline.interrupts import deferred, signals_raise
 from pipeline.models.build import build_model
 from pipeline.provenance import git_state, installed_packages, runtime_versions
@@ -108,7 +109,7 @@ def resume(cfg: DictConfig, overrides: list[str]) -> TrainResult | None:
 
 
 def prepare_process(cfg: DictConfig) -> None:
-    """Threads and seeds, and no tips or warnings that say nothing about this run."""
+    """Threads, seeds and `trainer.precision=auto`, and no tips or warnings that say nothing about this run."""
     logging.getLogger("pytorch_lightning.utilities.rank_zero").setLevel(logging.WARNING)
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
@@ -118,6 +119,15 @@ def prepare_process(cfg: DictConfig) -> None:
     if cfg.trainer.threads is not None:
         torch.set_num_threads(cfg.trainer.threads)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    if cfg.trainer.precision == "auto":  # resolved before the config is logged: the run records what it used
+        on_gpu = cfg.trainer.accelerator in ("gpu", "cuda") or (
+            cfg.trainer.accelerator == "auto" and torch.cuda.is_available()
+        )
+        features = cpu_features()
+        with read_write(cfg):  # validated configs are read-only: this is the one value settled here
+            cfg.trainer.precision = auto_precision(on_gpu, on_gpu and torch.cuda.is_bf16_supported(), features)
+        where = "this GPU" if on_gpu else f"this CPU ({' '.join(features) or 'no SIMD features known'})"
+        log.info("trainer.precision=auto: %s on %s", cfg.trainer.precision, where)
 
 
 def build_model_and_task(cfg: DictConfig, splits: ImageSplits) -> ClassificationTask:
