@@ -207,13 +207,15 @@ def test_a_killed_sweep_resumes_and_finishes_only_the_remaining_trials(tmp_path:
 
 @pytest.mark.slow
 @pytest.mark.ddp
-def test_a_sweep_of_two_device_ddp_trials(tmp_path: Path) -> None:
+def test_a_sweep_of_two_device_ddp_trials_counts_a_diverged_one_as_failed(tmp_path: Path) -> None:
+    """trainer=ddp in a sweep runs as ddp_spawn: a diverged worker's verdict must reach the sweep as one line."""
     out = tmp_path / "out"
     done = _sweep(
         [
             "hydra/sweeper=optuna",
+            "hydra.sweeper.sampler._target_=optuna.samplers.BruteForceSampler",  # each lr once
             "hydra.sweeper.n_trials=2",
-            "optimizer.lr=interval(1e-3, 3e-3)",
+            "optimizer.lr=choice(0.002, 1000000.0)",
             "trainer=ddp",
             "model=mlp",
             *TRIAL,
@@ -223,14 +225,25 @@ def test_a_sweep_of_two_device_ddp_trials(tmp_path: Path) -> None:
         tmp_path,
     )
     assert done.returncode == 0, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr and "ProcessRaisedException" not in done.stderr, done.stderr[-3000:]
     _client, (parent,), children = _store(out)
     study = _study(out)
-    assert [trial.state.name for trial in study.trials] == ["COMPLETE", "COMPLETE"]  # each trial told once
+    states = {trial.number: trial.state.name for trial in study.trials}
+    assert sorted(states.values()) == ["COMPLETE", "FAIL"]  # each trial told once; the diverged one failed
     assert len(children) == 2 and parent.info.status == "FINISHED"
     for run in children:
-        assert run.info.status == "FINISHED" and run.data.metrics["test/samples"] == 64
-        assert run.data.params["trainer.devices"] == "2"
-        assert len(study.trials[int(run.data.tags["optuna.trial"])].intermediate_values) == 2
+        trial = study.trials[int(run.data.tags["optuna.trial"])]
+        assert run.data.params["trainer.devices"] == "2" and run.data.params["trainer.strategy"] == "ddp"
+        if float(trial.params["optimizer.lr"]) == 0.002:  # choice() values reach Optuna as strings
+            assert trial.state.name == "COMPLETE" and run.info.status == "FINISHED"
+            assert run.data.metrics["test/samples"] == 64 and len(trial.intermediate_values) == 2
+            assert parent.data.tags["sweep.best_run_id"] == run.info.run_id
+        else:
+            assert trial.state.name == "FAIL" and run.info.status == "FAILED"
+            reason = run.data.tags["failure_reason"]
+            assert reason.startswith("TrainingDiverged: training diverged: train/loss="), reason
+            assert f"error: {reason.removeprefix('TrainingDiverged: ')}" in done.stderr
+            assert "test/acc" not in run.data.metrics
 
 
 @pytest.mark.parametrize(

@@ -44,18 +44,25 @@ class LeaveProcessGroup(pl.Callback):
             torch.distributed.destroy_process_group()
 
 
+_REASON_KEY = "diverged/reason"  # utf-8 bytes as a uint8 tensor: callback_metrics carry tensors only
+
+
 class StopOnDivergence(pl.Callback):
     """End training when the loss is NaN / inf, or over ``factor`` x the first step's: a diverged run is a result, not a secret.
 
     ``fail`` raises TrainingDiverged (the run ends FAILED with the step, a sweep counts the trial as
     failed); ``stop`` ends the fit there and leaves the reason in ``diverged``. Under DDP the ranks
     agree (any rank diverged) so that none waits in a collective call for a rank that stopped.
+    A `ddp_spawn` worker (a sweep's DDP trial) stops in both cases: an exception there would reach
+    the launching process as a traceback, so its reason travels back in ``callback_metrics``
+    (the one channel Lightning returns from the workers) and `verdict()` acts on it there.
     """
 
     def __init__(self, factor: float | None, action: str) -> None:
         self.factor, self.action = factor, action
         self.first_loss: float | None = None
-        self.diverged: str | None = None  # why training stopped early, when action is "stop"
+        self.diverged: str | None = None  # why training stopped early
+        self.launching_process = os.getpid()  # ddp_spawn pickles the callback into its workers
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.first_loss = state_dict.get("first_loss")
@@ -78,10 +85,19 @@ class StopOnDivergence(pl.Callback):
             reason = f"training diverged on another DDP rank at step {trainer.global_step}"
         if reason is None:
             return
-        if self.action == "fail":
+        if self.action == "fail" and os.getpid() == self.launching_process:
             raise TrainingDiverged(reason)
         self.diverged = reason
+        trainer.callback_metrics[_REASON_KEY] = torch.tensor(list(reason.encode()), dtype=torch.uint8)
         trainer.should_stop = True
+
+    def verdict(self, trainer: pl.Trainer) -> str | None:
+        """After the fit, in the launching process: why training diverged, if it did (``fail``: raises)."""
+        if self.diverged is None and _REASON_KEY in trainer.callback_metrics:
+            self.diverged = bytes(trainer.callback_metrics[_REASON_KEY].tolist()).decode()
+        if self.diverged is not None and self.action == "fail":
+            raise TrainingDiverged(self.diverged)
+        return self.diverged
 
     def _reason(self, value: float, step: int) -> str | None:
         if not math.isfinite(value):

@@ -225,7 +225,7 @@ class _Search:
         """Ask for ``count`` trials; return those whose overrides compose (the others fail alone, at once)."""
         from optuna.trial import TrialState
 
-        from pipeline.sweeps.optuna_internals import trial_id_of
+        from pipeline.sweeps.optuna_internals import tell, trial_id_of
 
         started = []
         for _ in range(count):
@@ -240,7 +240,7 @@ class _Search:
                 self.sweeper.validate_batch_is_legal([job])
             except Exception as err:
                 log.error("trial %d: %s", trial.number, first_line(str(err)))
-                self.study.tell(trial, state=TrialState.FAIL)
+                tell(self.study, trial, state=TrialState.FAIL)
                 continue
             self.heartbeats.add(trial_id_of(trial))
             self.open[trial.number] = trial
@@ -262,16 +262,16 @@ class _Search:
         """Tell Optuna how the trial ended (pruned, failed, or its objective); return that state's name."""
         from optuna.trial import TrialState
 
-        from pipeline.sweeps.optuna_internals import storage_of, trial_id_of
+        from pipeline.sweeps.optuna_internals import storage_of, tell, trial_id_of
 
         value = result._return_value if result.status == JobStatus.COMPLETED else None
         if result.status != JobStatus.COMPLETED:
             log.error("trial %d failed: %s", trial.number, result._return_value)
         if PRUNED_AT in storage_of(self.study).get_trial(trial_id_of(trial)).user_attrs:
-            self.study.tell(trial, state=TrialState.PRUNED)
+            tell(self.study, trial, state=TrialState.PRUNED)
             return "PRUNED"
         if not isinstance(value, (int, float)) or not math.isfinite(value):
-            self.study.tell(trial, state=TrialState.FAIL)
+            tell(self.study, trial, state=TrialState.FAIL)
             return "FAIL"
-        self.study.tell(trial, float(value))
+        tell(self.study, trial, float(value))
         return "COMPLETE"

@@ -4,6 +4,10 @@ Optuna's stale-trial check (`RDBStorage._get_stale_trial_ids`) only sees trials 
 heartbeat. A sweep killed between `study.ask()` and its first heartbeat leaves a RUNNING trial
 without one, which nothing would ever fail: a resumed sweep waited for it forever. The storage
 here also counts such a trial as stale once it started longer ago than the grace period.
+
+Samplers that end a study themselves (GridSampler, BruteForceSampler) call `study.stop()` from
+`after_trial` once their space is exhausted; outside `study.optimize` (the sweeper asks and
+tells) that raises RuntimeError after the trial's state is stored. `tell` absorbs exactly that.
 """
 
 from __future__ import annotations
@@ -65,3 +69,12 @@ def study_id_of(study: optuna.Study) -> int:
 def trial_id_of(trial: optuna.Trial | optuna.trial.FrozenTrial) -> int:
     """The storage's id of a trial (unique across studies), which heartbeats and trial jobs refer to."""
     return trial._trial_id
+
+
+def tell(study: optuna.Study, trial: optuna.Trial, value: float | None = None, state: TrialState | None = None) -> None:
+    """`study.tell`, also for a sampler that stops the study when its grid is exhausted (see above)."""
+    try:
+        study.tell(trial, value, state=state)
+    except RuntimeError as err:
+        if "Study.stop" not in str(err) or storage_of(study).get_trial(trial_id_of(trial)).state == TrialState.RUNNING:
+            raise

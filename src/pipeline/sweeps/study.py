@@ -22,7 +22,7 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback, fail_stale_trials
 from optuna.trial import FrozenTrial, TrialState
 
 from pipeline.errors import ConfigError, first_line
-from pipeline.sweeps.optuna_internals import LostTrialAwareStorage, storage_of, trial_id_of
+from pipeline.sweeps.optuna_internals import LostTrialAwareStorage, storage_of, tell, trial_id_of
 
 # heartbeats and their retry callback are marked experimental, and meant for Study.optimize: we use them with ask/tell
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -119,7 +119,7 @@ def fail_lost_trials(study: optuna.Study) -> list[FrozenTrial]:
 
 def fail_and_retry(study: optuna.Study, trial: optuna.Trial) -> None:
     """An interrupted trial: failed now, its parameters queued for the next run of the sweep."""
-    study.tell(trial, state=TrialState.FAIL)
+    tell(study, trial, state=TrialState.FAIL)
     storage = storage_of(study)
     callback = storage.get_heartbeat_stale_trial_callback()  # the RetryHeartbeatStaleTrialCallback above
     callback(study, storage.get_trial(trial_id_of(trial)))

@@ -204,11 +204,11 @@ def fit_and_test(
     """
     with deferred():
         trainer.fit(task, datamodule=datamodule, ckpt_path=resume_checkpoint, weights_only=True)
-        if divergence.diverged and run is not None:
+        if (diverged := divergence.verdict(trainer)) and run is not None:
             if not best.best_model_path:
-                raise TrainingDiverged(f"{divergence.diverged}; no epoch had ended, so there is no checkpoint to test")
-            log.warning("%s: stopped there; testing the best epoch before it", divergence.diverged)
-            run.set_tags({"diverged": divergence.diverged})
+                raise TrainingDiverged(f"{diverged}; no epoch had ended, so there is no checkpoint to test")
+            log.warning("%s: stopped there; testing the best epoch before it", diverged)
+            run.set_tags({"diverged": diverged})
         failpoint("fit")
         tested = trainer.test(task, datamodule=datamodule, ckpt_path="best", verbose=False, weights_only=True)
     return {name: float(value) for name, value in tested[0].items()}
