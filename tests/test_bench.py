@@ -16,14 +16,11 @@ BENCH = Path(__file__).resolve().parents[1] / "scripts" / "bench.py"
 @pytest.mark.slow
 def test_quick_benchmark_prints_every_section_and_the_cpu_it_ran_on() -> None:
     done = subprocess.run(
-        [sys.executable, str(BENCH), "--quick", "--precision", "bf16-mixed"],
-        capture_output=True,
-        text=True,
-        timeout=COMMAND_TIMEOUT_S,
+        [sys.executable, str(BENCH), "--quick"], capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S
     )
     assert done.returncode == 0, done.stderr[-3000:]
     for heading in ("## Training throughput", "## Start-up", "## Logging 50 metric points", "## Sweep throughput"):
         assert heading in done.stdout
     throughput = done.stdout.split("## Training throughput")[1].split("##")[0]
-    assert "cnn" in throughput and "transformer" in throughput and "pipeline (bf16-mixed)" in throughput
-    assert "# CPU: " in done.stdout and "features: " in done.stdout
+    assert "cnn" in throughput and "transformer" in throughput and "pipeline (32-true)" in throughput
+    assert "# CPU: " in done.stdout and "features: " in done.stdout  # what the numbers were measured on
