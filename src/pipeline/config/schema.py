@@ -302,6 +302,10 @@ STEP_SCHEDULERS = frozenset({OneCycleConfig._target_})
 # ---------------------------------------------------------- single-shape groups
 
 
+# Lightning 2.6's precision names (it refuses others with a traceback), plus `auto` (pipeline.hardware)
+PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true", "auto")
+
+
 @dataclass
 class TrainerConfig:
     """Arguments for ``lightning.Trainer`` that a run's identity depends on."""
@@ -329,6 +333,11 @@ class TrainerConfig:
             self.on_divergence in ("fail", "stop"),
             "trainer.on_divergence",
             f"must be fail or stop, got {self.on_divergence!r}",
+        )
+        _require(
+            self.precision in PRECISIONS,
+            "trainer.precision",
+            f"must be one of {', '.join(PRECISIONS)}, got {self.precision!r}",
         )
         _require_positive(self.devices, "trainer.devices")
         _require_positive(self.num_nodes, "trainer.num_nodes")
