@@ -15,15 +15,12 @@ from pipeline.config import REPO_ROOT
 
 SERVER = ["bash", str(REPO_ROOT / "scripts" / "server.sh")]
 
-# both tests on one xdist worker, so they share one server (the fixture is per module and per worker)
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("team_server")]
 
-
-@pytest.fixture(scope="module")
+@pytest.fixture
 def team_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """The environment a team member's shell has once scripts/server.sh started: server URL, study database.
 
-    One server for the module: starting PostgreSQL and `mlflow server` costs half a minute here.
+    Starting PostgreSQL and `mlflow server` costs half a minute here, so one test does all that needs a server.
     """
     server_dir = tmp_path_factory.mktemp("team") / "server"
     env = {
@@ -45,7 +42,8 @@ def team_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
         subprocess.run([*SERVER, "purge"], env=env, capture_output=True, timeout=120)
 
 
-def test_a_run_and_a_parallel_sweep_land_in_the_team_server(
+@pytest.mark.slow
+def test_a_run_and_a_parallel_sweep_land_in_the_team_server_and_its_password_nowhere(
     tmp_path: Path, team_server: dict[str, str], monkeypatch
 ) -> None:
     common = [
@@ -83,9 +81,11 @@ def test_a_run_and_a_parallel_sweep_land_in_the_team_server(
     study = optuna.load_study(study_name=study_name, storage=team_server["PIPELINE_OPTUNA_STORAGE"])
     assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
     assert not (tmp_path / "out" / "mlflow.db").exists() and not (tmp_path / "out" / "optuna.db").exists()
+    assert_password_on_no_command_line_and_in_no_log(team_server)
 
 
-def test_the_database_password_is_on_no_command_line_and_in_no_log(team_server: dict[str, str]) -> None:
+def assert_password_on_no_command_line_and_in_no_log(team_server: dict[str, str]) -> None:
+    """Checked after the runs, so the server's logs hold their requests too."""
     server_dir = Path(team_server["SERVER_DIR"])
     password = (server_dir / "db-password").read_text().strip()
     assert len(password) >= 16
