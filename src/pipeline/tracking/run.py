@@ -30,6 +30,7 @@ from pipeline.interrupts import received_signal
 from pipeline.provenance import GitState
 from pipeline.tracking.ledger import RunLedger
 from pipeline.tracking.logger import MlflowBatchLogger
+from pipeline.tracking.mlflow_internals import requirements_from_this_environment
 from pipeline.tracking.requirements import TORCH_MODEL, exact_requirements
 from pipeline.tracking.spool import MetricSpool, answer_quickly, is_unreachable
 from pipeline.tracking.store import ensure_experiment, is_server_uri, release_reserve
@@ -244,7 +245,7 @@ class TrackedRun:
         example_np = example.numpy()
         with torch.no_grad():
             output = model(example).numpy()
-        with quiet_export_warnings():
+        with quiet_export_warnings(), requirements_from_this_environment():
             info = mlflow.pytorch.log_model(
                 model,
                 name=name,

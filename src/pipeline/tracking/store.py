@@ -23,9 +23,9 @@ import mlflow
 import sqlalchemy
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
-from mlflow.store.db.utils import _get_latest_schema_revision, _get_schema_version
 
 from pipeline.errors import DiskFull, TrackingError, first_line
+from pipeline.tracking.mlflow_internals import latest_schema_revision, schema_revision
 
 # MLflow announces every schema migration of a new SQLite store at INFO: not news to a user; and it
 # logs each database error with a traceback before raising it as an MlflowException, which the
@@ -107,8 +107,8 @@ def _repair_interrupted_migration(uri: str, db_path: Path) -> None:
     try:
         tables = set(sqlalchemy.inspect(engine).get_table_names())
         scratch = sorted(table for table in tables if table.startswith("_alembic_tmp_"))
-        version = _get_schema_version(engine) if "alembic_version" in tables else None
-        if not scratch and version == _get_latest_schema_revision():
+        version = schema_revision(engine) if "alembic_version" in tables else None
+        if not scratch and version == latest_schema_revision():
             return
         if _holds_no_runs(engine):
             engine.dispose()
@@ -118,7 +118,7 @@ def _repair_interrupted_migration(uri: str, db_path: Path) -> None:
                 "%s: an interrupted store creation left it unusable; created anew", db_path
             )
             return
-        if version == _get_latest_schema_revision() and all(
+        if version == latest_schema_revision() and all(
             table.removeprefix("_alembic_tmp_") in tables for table in scratch
         ):
             with engine.begin() as connection:  # the migration finished; its scratch copies are left over
