@@ -1,12 +1,19 @@
-"""Scale-out presets compose as documented (no cluster or database server needed to check that)."""
+"""Presets compose as documented: scale-out (no cluster or database server needed to check that), experiments."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from hydra import compose, initialize_config_dir
+from mlflow import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
+from conftest import TINY_DATA, run_training
 from pipeline.config import CONF_DIR
+from pipeline.config.compose import compose_config
+from pipeline.config.validation import validate
+from pipeline.models.build import build_model
 from pipeline.sweeps.parent_run import OPTUNA_SWEEPER
 
 
@@ -47,3 +54,35 @@ def test_parallel_launcher_sets_the_sweepers_batch() -> None:
 def test_trainer_presets(preset: str, expected: tuple) -> None:
     trainer = compose_with_hydra([f"trainer={preset}"]).trainer
     assert (trainer.accelerator, trainer.devices, trainer.strategy, trainer.num_nodes) == expected
+
+
+def test_the_seed_keras_recipe_is_its_architecture_layer_for_layer() -> None:
+    cfg = validate(compose_config(["experiment=seed_keras_cnn"]))
+    backbone = build_model(cfg, (1, 28, 28), 10)[1]
+    layers = [type(layer).__name__ for layer in [*backbone.features, *backbone.head]]
+    assert layers == ["Conv2d", "ReLU", "MaxPool2d", "Flatten", "Dropout", "Linear"]
+    conv, dense = backbone.features[0], backbone.head[-1]
+    assert (conv.out_channels, conv.kernel_size, conv.padding) == (32, (3, 3), (0, 0))
+    assert (dense.in_features, dense.out_features, backbone.head[1].p) == (13 * 13 * 32, 10, 0.0)
+    assert sum(p.numel() for p in backbone.parameters()) == 54_410  # Keras' model.summary() of the seed's recipe
+    assert (cfg.optimizer._target_, cfg.optimizer.lr, cfg.scheduler) == ("torch.optim.Adam", 0.001, None)
+    assert (cfg.trainer.max_epochs, cfg.data.batch_size, cfg.data.name) == (5, 128, "mnist_subset")
+
+
+def test_an_experiment_run_records_its_recipe(output_root: Path, store: MlflowClient) -> None:
+    data = [override for override in TINY_DATA if not override.startswith("data.batch_size=")]  # the recipe's 128
+    result = run_training(
+        [
+            "experiment=seed_keras_cnn",
+            *data,
+            "compression=none",
+            "tracking.log_model=false",
+            f"paths.output_root={output_root}",
+        ]
+    )
+    run = store.get_run(result.run_id)
+    params, tags = run.data.params, run.data.tags
+    assert (params["model.channels"], params["model.padding"], params["model.hidden"]) == ("[32]", "valid", "None")
+    assert (params["model.batch_norm"], params["optimizer.lr"], params["trainer.max_epochs"]) == ("False", "0.001", "5")
+    assert params["data.batch_size"] == "128" and tags["experiment"] == "seed_keras_cnn"
+    assert "experiment=seed_keras_cnn" in tags["overrides"] and run.info.status == "FINISHED"

@@ -155,7 +155,8 @@ class CNNConfig:
     _target_: str = "pipeline.models.cnn.CNN"
     channels: list[int] = MISSING
     kernel_size: int = MISSING
-    hidden: int = MISSING
+    padding: str = MISSING
+    hidden: Optional[int] = MISSING
     dropout: float = MISSING
     batch_norm: bool = MISSING
     channels_last: bool = MISSING
@@ -164,8 +165,14 @@ class CNNConfig:
         _require(len(self.channels) > 0, "model.channels", "needs at least one conv block")
         for width in self.channels:
             _require_positive(width, "model.channels")
-        _require(self.kernel_size % 2 == 1, "model.kernel_size", f"must be odd, got {self.kernel_size}")
-        _require_positive(self.hidden, "model.hidden")
+        _require(self.padding in ("same", "valid"), "model.padding", f"must be 'same' or 'valid', got {self.padding!r}")
+        _require_positive(self.kernel_size, "model.kernel_size")
+        if self.padding == "same":
+            _require(
+                self.kernel_size % 2 == 1, "model.kernel_size", f"must be odd with padding=same, got {self.kernel_size}"
+            )
+        if self.hidden is not None:
+            _require_positive(self.hidden, "model.hidden")
         _require_fraction(self.dropout, "model.dropout")
 
 
