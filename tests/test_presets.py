@@ -1,4 +1,4 @@
-"""Presets compose as documented: scale-out (no cluster or database server needed to check that), experiments."""
+"""Presets compose as documented: scale-out (no cluster or database server needed to check that), experiments, debug."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from conftest import TINY_DATA, run_training
 from pipeline.config import CONF_DIR
 from pipeline.config.compose import compose_config
 from pipeline.config.validation import validate
+from pipeline.errors import ConfigError
 from pipeline.models.build import build_model
 from pipeline.sweeps.parent_run import OPTUNA_SWEEPER
 
@@ -86,3 +87,31 @@ def test_an_experiment_run_records_its_recipe(output_root: Path, store: MlflowCl
     assert (params["model.batch_norm"], params["optimizer.lr"], params["trainer.max_epochs"]) == ("False", "0.001", "5")
     assert params["data.batch_size"] == "128" and tags["experiment"] == "seed_keras_cnn"
     assert "experiment=seed_keras_cnn" in tags["overrides"] and run.info.status == "FINISHED"
+
+
+def test_debug_overfit_drives_the_training_loss_to_near_zero(output_root: Path, store: MlflowClient) -> None:
+    data = ["data=synthetic", "data.train_size=256", "data.batch_size=32", "trainer.threads=1"]
+    result = run_training(["debug=overfit", *data, f"paths.output_root={output_root}"])
+    cfg = validate(compose_config(["debug=overfit"]))
+    losses = [point.value for point in store.get_metric_history(result.run_id, "train/loss")]
+    assert len(losses) == 2 * cfg.trainer.max_epochs  # the same 2 batches every epoch
+    assert losses[-1] < 0.05 and losses[-1] < losses[0] / 20
+    assert store.get_run(result.run_id).data.tags["debug"] == "overfit"
+
+
+def test_debug_limit_runs_a_few_batches_of_each_split(output_root: Path, store: MlflowClient) -> None:
+    data = [
+        "data=synthetic",
+        "data.train_size=256",
+        "data.test_size=96",
+        "data.batch_size=32",
+        "data.eval_batch_size=32",
+    ]
+    quick = ["compression=none", "tracking.log_model=false", "trainer.threads=1", f"paths.output_root={output_root}"]
+    result = run_training(["debug=limit", *data, *quick])
+    assert len(store.get_metric_history(result.run_id, "train/loss")) == 2 * 3  # 2 epochs of 3 batches, not 8
+    assert result.test_metrics["test/samples"] == 32  # one test batch
+
+    with pytest.raises(ConfigError, match=r"^trainer.limit_train_batches=0.1: 0.1 of the 8 train batches is none"):
+        run_training(["trainer.limit_train_batches=0.1", *data, *quick])
+    assert len(store.search_runs([result.experiment_id])) == 1  # refused before a run was opened

@@ -200,3 +200,15 @@ def test_bf16_mixed_trains_to_a_finite_loss_with_an_fp32_model_for_what_follows(
     model = mlflow.pytorch.load_model(result.model_uri)
     assert {parameter.dtype for parameter in model.parameters()} == {torch.float32}
     assert "compress/fp16/test_acc" in run.data.metrics
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_accumulated_gradients_take_one_optimizer_step_per_four_batches(
+    family: str, tiny: list[str], store: MlflowClient
+) -> None:
+    data = ["data.train_size=256", "trainer.max_epochs=1", "tracking.log_model=false"]  # 8 batches of 32
+    result = run_training([*tiny, *data, f"model={family}", "trainer.accumulate_grad_batches=4"])
+    (validation,) = store.get_metric_history(result.run_id, "val/acc")
+    assert validation.step == 8 // 4 - 1  # the last optimizer step's index: two steps, not eight
+    assert [point.step for point in store.get_metric_history(result.run_id, "train/loss")] == [0, 1]
+    assert np.isfinite(result.metrics["train/loss"]) and result.metrics["test/samples"] == 64

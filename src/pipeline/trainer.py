@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 
@@ -12,7 +13,25 @@ from pytorch_lightning.loggers import Logger
 
 from pipeline.callbacks import LeaveProcessGroup, StopOnSignal
 from pipeline.checkpoint_io import AtomicCheckpointIO
+from pipeline.data.splits import ImageSplits
+from pipeline.errors import ConfigError
 from pipeline.sweeps.parent_run import parent_run_id
+
+
+def check_batch_limits(cfg: DictConfig, splits: ImageSplits) -> None:
+    """A `trainer.limit_*_batches` fraction that leaves a split no batch: one line, before the run opens.
+
+    Lightning would raise it from inside `fit` with a traceback, once the run is already open.
+    """
+    batch_sizes = {"train": cfg.data.batch_size, "val": cfg.data.eval_batch_size, "test": cfg.data.eval_batch_size}
+    for stage, split in (("train", splits.train), ("val", splits.val), ("test", splits.test)):
+        limit = cfg.trainer[f"limit_{stage}_batches"]
+        batches = math.ceil(len(split) / batch_sizes[stage])
+        if isinstance(limit, float) and int(batches * limit) < 1:
+            raise ConfigError(
+                f"trainer.limit_{stage}_batches={limit}: {limit} of the {batches} {stage} batches is none; "
+                f"set at least {1 / batches:.3g}, or a number of batches"
+            )
 
 
 def checkpoint_dir(output_root: Path, run_id: str) -> Path:
@@ -47,6 +66,11 @@ def build_trainer(
         deterministic=cfg.trainer.deterministic,
         log_every_n_steps=cfg.trainer.log_every_n_steps,
         gradient_clip_val=cfg.trainer.gradient_clip_val,
+        accumulate_grad_batches=cfg.trainer.accumulate_grad_batches,
+        limit_train_batches=cfg.trainer.limit_train_batches,
+        limit_val_batches=cfg.trainer.limit_val_batches,
+        limit_test_batches=cfg.trainer.limit_test_batches,
+        overfit_batches=cfg.trainer.overfit_batches,
         logger=logger if logger is not None else False,
         callbacks=[
             best,

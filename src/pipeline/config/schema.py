@@ -28,6 +28,13 @@ def _require_positive(value: float, key: str) -> None:
     _require(value > 0, key, f"must be > 0, got {value}")
 
 
+def _require_batches(value: Any, key: str, *, off: int | None = None) -> None:
+    """Lightning's batch limits: a count of batches (int >= 1) or a fraction of the split (float in (0, 1])."""
+    count = isinstance(value, int) and not isinstance(value, bool) and (value >= 1 or value == off)
+    fraction = isinstance(value, float) and (0.0 < value <= 1.0 or value == off)
+    _require(count or fraction, key, f"must be a number of batches (>= 1) or a fraction in (0, 1], got {value!r}")
+
+
 def _require_fraction(value: float, key: str, *, inclusive_low: bool = True) -> None:
     ok = (0.0 <= value < 1.0) if inclusive_low else (0.0 < value < 1.0)
     _require(ok, key, f"must be in [0, 1), got {value}")
@@ -329,9 +336,19 @@ class TrainerConfig:
     gradient_clip_val: Optional[float] = MISSING
     divergence_factor: Optional[float] = MISSING
     on_divergence: str = MISSING
+    accumulate_grad_batches: int = MISSING
+    # Lightning's int-or-float arguments: an int counts batches, a float is a fraction of the split
+    limit_train_batches: Any = MISSING
+    limit_val_batches: Any = MISSING
+    limit_test_batches: Any = MISSING
+    overfit_batches: Any = MISSING
 
     def check(self) -> None:
         _require_positive(self.max_epochs, "trainer.max_epochs")
+        _require_positive(self.accumulate_grad_batches, "trainer.accumulate_grad_batches")
+        for stage in ("train", "val", "test"):
+            _require_batches(getattr(self, f"limit_{stage}_batches"), f"trainer.limit_{stage}_batches")
+        _require_batches(self.overfit_batches, "trainer.overfit_batches", off=0)
         if self.divergence_factor is not None:
             _require(
                 self.divergence_factor > 1, "trainer.divergence_factor", f"must be > 1, got {self.divergence_factor}"

@@ -42,7 +42,7 @@ from pipeline.tracking.run import TrackedRun
 from pipeline.tracking.store import resolve_tracking_uri
 from pipeline.tracking.stored_runs import fetch_run
 from pipeline.tracking.sweep_runs import DEFERRED_TAG, PARENT_TAG
-from pipeline.trainer import build_trainer, checkpoint_dir
+from pipeline.trainer import build_trainer, check_batch_limits, checkpoint_dir
 from pipeline.workflows.compress import compress_and_log
 
 log = logging.getLogger("pipeline")
@@ -78,6 +78,7 @@ def train(
     cfg = validate(cfg)
     prepare_process(cfg)
     datamodule = load_data(cfg, expected_data_digest)
+    check_batch_limits(cfg, datamodule.splits)
     task = build_model_and_task(cfg, datamodule.splits)
     output_root = Path(cfg.paths.output_root)
     resume_checkpoint = readable_last_checkpoint(output_root, resume_run_id) if resume_run_id else None
@@ -116,6 +117,8 @@ def prepare_process(cfg: DictConfig) -> None:
     warnings.filterwarnings("ignore", message=r".*`isinstance\(treespec, LeafSpec\)` is deprecated.*")
     # build_trainer puts the best-checkpoint callback first on purpose: ckpt_path="best" reads it
     warnings.filterwarnings("ignore", message=r".*configured with multiple `ModelCheckpoint` callbacks.*")
+    # debug=overfit: Lightning trains on the first batches unshuffled, as asked
+    warnings.filterwarnings("ignore", message=r".*requested to overfit but enabled train dataloader shuffling.*")
     if cfg.trainer.threads is not None:
         torch.set_num_threads(cfg.trainer.threads)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
