@@ -87,6 +87,9 @@ def test_an_experiment_run_records_its_recipe(output_root: Path, store: MlflowCl
     assert (params["model.batch_norm"], params["optimizer.lr"], params["trainer.max_epochs"]) == ("False", "0.001", "5")
     assert params["data.batch_size"] == "128" and tags["experiment"] == "seed_keras_cnn"
     assert "experiment=seed_keras_cnn" in tags["overrides"] and run.info.status == "FINISHED"
+    assert run.data.metrics["model/params"] == run.data.metrics["model/trainable_params"] == 54_410
+    learning_rates = store.get_metric_history(result.run_id, "lr-Adam")  # the learning-rate monitor, every step
+    assert {point.value for point in learning_rates} == {0.001} and len(learning_rates) == 5  # 96 images, batch 128
 
 
 def test_debug_overfit_drives_the_training_loss_to_near_zero(output_root: Path, store: MlflowClient) -> None:
@@ -115,3 +118,14 @@ def test_debug_limit_runs_a_few_batches_of_each_split(output_root: Path, store: 
     with pytest.raises(ConfigError, match=r"^trainer.limit_train_batches=0.1: 0.1 of the 8 train batches is none"):
         run_training(["trainer.limit_train_batches=0.1", *data, *quick])
     assert len(store.search_runs([result.experiment_id])) == 1  # refused before a run was opened
+
+
+def test_early_stopping_ends_a_run_that_stopped_improving_and_says_why(tiny: list[str], store: MlflowClient) -> None:
+    never_enough = ["callbacks.early_stopping.min_delta=1.0", "callbacks.early_stopping.patience=2"]  # acc gains < 1
+    result = run_training([*tiny, "callbacks=early_stop", *never_enough, "trainer.max_epochs=20"])
+    assert len(store.get_metric_history(result.run_id, "val/acc")) == 3  # the first epoch, then 2 without a gain
+    run = store.get_run(result.run_id)
+    assert run.data.tags["stopped_early"] == (
+        "val/acc did not improve by more than 1 in 2 epochs: stopped after epoch 3 of 20"
+    )
+    assert run.info.status == "FINISHED" and "test/acc" in run.data.metrics  # the best epoch is tested as usual

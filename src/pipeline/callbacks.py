@@ -8,6 +8,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch.distributed
+from pytorch_lightning.callbacks import EarlyStopping
 
 from pipeline.errors import TrainingDiverged
 from pipeline.interrupts import raise_if_stopped
@@ -108,3 +109,41 @@ class StopOnDivergence(pl.Callback):
                 f"x the first step's {self.first_loss:.3g}; lower optimizer.lr or set trainer.gradient_clip_val"
             )
         return None
+
+
+_STOPPED_EPOCH_KEY = "early_stopping/stopped_epoch"
+
+
+class EarlyStop(EarlyStopping):
+    """Lightning's EarlyStopping that says why it stopped, also from a `ddp_spawn` worker.
+
+    The epoch it stopped at travels back in ``callback_metrics``, as the divergence reason does.
+    """
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        self._record(trainer)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        self._record(trainer)
+
+    def _record(self, trainer: pl.Trainer) -> None:
+        if trainer.should_stop and self.stopped_epoch > 0:
+            trainer.callback_metrics[_STOPPED_EPOCH_KEY] = torch.tensor(self.stopped_epoch)
+
+    def verdict(self, trainer: pl.Trainer) -> str | None:
+        """After the fit, in the launching process: why training stopped before `trainer.max_epochs`, if it did."""
+        if _STOPPED_EPOCH_KEY not in trainer.callback_metrics:
+            return None
+        epoch = int(trainer.callback_metrics[_STOPPED_EPOCH_KEY]) + 1
+        return (
+            f"{self.monitor} did not improve by more than {abs(self.min_delta):g} in {self.patience} epochs: "
+            f"stopped after epoch {epoch} of {trainer.max_epochs}"
+        )
+
+
+def early_stop_verdict(trainer: pl.Trainer) -> str | None:
+    """Why early stopping ended the fit, if it did (callbacks.early_stopping)."""
+    callback = trainer.early_stopping_callback
+    return callback.verdict(trainer) if isinstance(callback, EarlyStop) else None

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 from omegaconf import DictConfig
-from pytorch_lightning.callbacks import Callback, ModelCheckpoint
+from pytorch_lightning.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.loggers import Logger
 
-from pipeline.callbacks import LeaveProcessGroup, StopOnSignal
+from pipeline.callbacks import EarlyStop, LeaveProcessGroup, StopOnSignal
 from pipeline.checkpoint_io import AtomicCheckpointIO
 from pipeline.data.splits import ImageSplits
 from pipeline.errors import ConfigError
@@ -32,6 +32,21 @@ def check_batch_limits(cfg: DictConfig, splits: ImageSplits) -> None:
                 f"trainer.limit_{stage}_batches={limit}: {limit} of the {batches} {stage} batches is none; "
                 f"set at least {1 / batches:.3g}, or a number of batches"
             )
+
+
+def configured_callbacks(cfg: DictConfig, with_logger: bool) -> list[Callback]:
+    """The `callbacks` section's Lightning callbacks (the learning-rate monitor only where a logger takes it)."""
+    chosen: list[Callback] = []
+    stopping = cfg.callbacks.early_stopping
+    if stopping.enabled:
+        chosen.append(
+            EarlyStop(
+                monitor=stopping.monitor, mode=stopping.mode, patience=stopping.patience, min_delta=stopping.min_delta
+            )
+        )
+    if cfg.callbacks.lr_monitor and with_logger:
+        chosen.append(LearningRateMonitor(logging_interval="step"))
+    return chosen
 
 
 def checkpoint_dir(output_root: Path, run_id: str) -> Path:
@@ -77,6 +92,7 @@ def build_trainer(
             every_epoch,
             StopOnSignal(),
             LeaveProcessGroup(),
+            *configured_callbacks(cfg, with_logger=logger is not None),
             *callbacks,
         ],  # the best first: ckpt_path="best"
         plugins=[AtomicCheckpointIO()],

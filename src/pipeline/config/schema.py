@@ -424,6 +424,35 @@ class CompressionConfig:
 
 
 @dataclass
+class EarlyStoppingConfig:
+    """Lightning's EarlyStopping on a validation metric; the run is tagged with why it stopped."""
+
+    enabled: bool = MISSING
+    monitor: str = MISSING
+    mode: str = MISSING
+    patience: int = MISSING
+    min_delta: float = MISSING
+
+    def check(self) -> None:
+        _require(
+            self.monitor.startswith("val/"),
+            "callbacks.early_stopping.monitor",
+            f"must be a val/ metric, got {self.monitor!r}",
+        )
+        _require(self.mode in ("max", "min"), "callbacks.early_stopping.mode", f"must be max or min, got {self.mode!r}")
+        _require_positive(self.patience, "callbacks.early_stopping.patience")
+        _require(self.min_delta >= 0, "callbacks.early_stopping.min_delta", f"must be >= 0, got {self.min_delta}")
+
+
+@dataclass
+class CallbacksConfig:
+    """The everyday Lightning callbacks, each switched from config."""
+
+    early_stopping: EarlyStoppingConfig = MISSING
+    lr_monitor: bool = MISSING
+
+
+@dataclass
 class SweepConfig:
     """What a sweep optimises (the metric a trial returns, which way is better) and what its trials log."""
 
@@ -458,6 +487,7 @@ class TrainConfig:
     trainer: TrainerConfig = MISSING
     tracking: TrackingConfig = MISSING
     compression: CompressionConfig = MISSING
+    callbacks: CallbacksConfig = MISSING
     sweep: SweepConfig = MISSING
     paths: PathsConfig = MISSING
     seed: int = MISSING

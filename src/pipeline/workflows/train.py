@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf, read_write
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 
 from pipeline import figures
-from pipeline.callbacks import StopOnDivergence
+from pipeline.callbacks import StopOnDivergence, early_stop_verdict
 from pipeline.config.compose import stored_config
 from pipeline.config.validation import validate
 from pipeline.data.build import load_data
@@ -34,7 +34,7 @@ from pipeline.errors import CheckpointError, TrainingDiverged, first_line
 from pipeline.failpoints import failpoint
 from pipeline.hardware import auto_precision, cpu_features
 from pipeline.interrupts import deferred, signals_raise
-from pipeline.models.build import build_model
+from pipeline.models.build import build_model, parameter_counts
 from pipeline.provenance import git_state, installed_packages, runtime_versions
 from pipeline.sweeps.parent_run import parent_run_id
 from pipeline.task import ClassificationTask, build_task
@@ -84,7 +84,8 @@ def train(
     resume_checkpoint = readable_last_checkpoint(output_root, resume_run_id) if resume_run_id else None
     divergence = StopOnDivergence(cfg.trainer.divergence_factor, cfg.trainer.on_divergence)
     deferred = deferred_to_sweep_end(cfg, resume_run_id)
-    with tracked_run(cfg, overrides, datamodule.splits, resume_run_id, {**(extra_tags or {}), **deferred}) as run:
+    tags = {**(extra_tags or {}), **deferred}
+    with tracked_run(cfg, overrides, datamodule.splits, task.model, resume_run_id, tags) as run:
         logger = run.metrics_logger(cfg.tracking.flush_every_s) if run else None
         run_id = run.run_id if run else "not-rank-zero"
         trainer, best = build_trainer(cfg, logger, output_root, run_id, [divergence, *(callbacks or [])])
@@ -155,9 +156,14 @@ def readable_last_checkpoint(output_root: Path, run_id: str) -> Path:
 
 @contextmanager
 def tracked_run(
-    cfg: DictConfig, overrides: list[str], splits: ImageSplits, resume_run_id: str | None, extra_tags: dict[str, str]
+    cfg: DictConfig,
+    overrides: list[str],
+    splits: ImageSplits,
+    model: torch.nn.Module,
+    resume_run_id: str | None,
+    extra_tags: dict[str, str],
 ) -> Iterator[TrackedRun | None]:
-    """The run's MLflow run, new (config, provenance and data logged) or reopened; None on DDP ranks after the first."""
+    """The run's MLflow run, new (config, provenance, data and model size logged) or reopened; None on DDP ranks after the first."""
     if launched_rank(cfg.trainer.devices) != 0:
         yield None
         return
@@ -174,6 +180,7 @@ def tracked_run(
             run.log_config(OmegaConf.to_container(cfg), OmegaConf.to_yaml(cfg), overrides)
             run.log_provenance(git_state(Path(__file__).resolve().parent), runtime_versions(), installed_packages())
             run.log_dataset(cfg.data.name, splits)
+            run.log_metrics(parameter_counts(model), step=0)
         yield run
 
 
@@ -212,6 +219,9 @@ def fit_and_test(
                 raise TrainingDiverged(f"{diverged}; no epoch had ended, so there is no checkpoint to test")
             log.warning("%s: stopped there; testing the best epoch before it", diverged)
             run.set_tags({"diverged": diverged})
+        if (stopped := early_stop_verdict(trainer)) and run is not None:
+            log.info("early stopping: %s", stopped)
+            run.set_tags({"stopped_early": stopped})
         failpoint("fit")
         tested = trainer.test(task, datamodule=datamodule, ckpt_path="best", verbose=False, weights_only=True)
     return {name: float(value) for name, value in tested[0].items()}
