@@ -117,6 +117,8 @@ def test_debug_limit_runs_a_few_batches_of_each_split(output_root: Path, store: 
 
     with pytest.raises(ConfigError, match=r"^trainer.limit_train_batches=0.1: 0.1 of the 8 train batches is none"):
         run_training(["trainer.limit_train_batches=0.1", *data, *quick])
+    with pytest.raises(ConfigError, match=r"^trainer.overfit_batches=0.1: 0.1 of the 8 train batches is none"):
+        run_training(["trainer.overfit_batches=0.1", *data, *quick])  # overfit_batches limits train and val
     assert len(store.search_runs([result.experiment_id])) == 1  # refused before a run was opened
 
 

@@ -129,7 +129,7 @@ class EarlyStop(EarlyStopping):
         self._record(trainer)
 
     def _record(self, trainer: pl.Trainer) -> None:
-        if trainer.should_stop and self.stopped_epoch > 0:
+        if self.stopped_epoch > 0:  # set by EarlyStopping when it stops the fit
             trainer.callback_metrics[_STOPPED_EPOCH_KEY] = torch.tensor(self.stopped_epoch)
 
     def verdict(self, trainer: pl.Trainer) -> str | None:

@@ -19,17 +19,19 @@ from pipeline.sweeps.parent_run import parent_run_id
 
 
 def check_batch_limits(cfg: DictConfig, splits: ImageSplits) -> None:
-    """A `trainer.limit_*_batches` fraction that leaves a split no batch: one line, before the run opens.
+    """A batch-limit fraction that leaves a split no batch: one line, before the run opens.
 
     Lightning would raise it from inside `fit` with a traceback, once the run is already open.
+    `trainer.overfit_batches`, when set, is the limit of the training and validation splits.
     """
     batch_sizes = {"train": cfg.data.batch_size, "val": cfg.data.eval_batch_size, "test": cfg.data.eval_batch_size}
     for stage, split in (("train", splits.train), ("val", splits.val), ("test", splits.test)):
-        limit = cfg.trainer[f"limit_{stage}_batches"]
+        key = "overfit_batches" if cfg.trainer.overfit_batches and stage != "test" else f"limit_{stage}_batches"
+        limit = cfg.trainer[key]
         batches = math.ceil(len(split) / batch_sizes[stage])
         if isinstance(limit, float) and int(batches * limit) < 1:
             raise ConfigError(
-                f"trainer.limit_{stage}_batches={limit}: {limit} of the {batches} {stage} batches is none; "
+                f"trainer.{key}={limit}: {limit} of the {batches} {stage} batches is none; "
                 f"set at least {1 / batches:.3g}, or a number of batches"
             )
 
