@@ -79,12 +79,6 @@ def stored_config(**section: dict) -> dict:
     return plain
 
 
-@pytest.mark.parametrize("target", ["os.system", "torch.load", "torch.hub.load", "builtins.eval"])
-def test_stored_config_with_a_foreign_target_is_refused(target: str) -> None:
-    with pytest.raises(ConfigError, match=rf"model._target_: '{target}' is not allowed here"):
-        validate(OmegaConf.create(stored_config(model={"_target_": target, "command": "echo pwned"})))
-
-
 def test_a_model_target_in_the_optimizer_section_is_refused() -> None:
     with pytest.raises(ConfigError, match=r"optimizer._target_: 'pipeline.models.cnn.CNN' is not allowed here"):
         validate(OmegaConf.create(stored_config(optimizer={"_target_": "pipeline.models.cnn.CNN"})))
@@ -102,7 +96,9 @@ def test_safe_instantiate_refuses_nested_targets() -> None:
     node = OmegaConf.create(
         {"_target_": "torch.optim.Adam", "_partial_": True, "lr": {"_target_": "torch.load", "f": "x"}}
     )
-    with pytest.raises(ConfigError, match=r"optimizer.lr._target_: target 'torch.load' is not on the allowlist"):
+    with pytest.raises(
+        ConfigError, match=r"optimizer.lr._target_: target 'torch.load' is neither built in nor trusted"
+    ):
         safe_instantiate(node, "optimizer")
 
 

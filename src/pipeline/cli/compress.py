@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+from pipeline.cli import import_user_code_from_here
 from pipeline.cli.arguments import overrides_of, stored_run_parser
 from pipeline.cli.teardown import quick_exit
 from pipeline.errors import PipelineError
@@ -17,6 +18,7 @@ def main(argv: list[str] | None = None) -> None:
         "key=value or group=option changes, e.g. compression=quick or compression.variants=[int8_static,onnx_int8]",
     )
     args = parser.parse_intermixed_args(argv)
+    import_user_code_from_here()
     with quick_exit():
         try:
             from pipeline.workflows.compress import compress_stored_run  # torch, MLflow: once the command line parsed

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sys
 
+from pipeline.cli import import_user_code_from_here
 from pipeline.cli.arguments import overrides_of, stored_run_parser
 from pipeline.cli.teardown import quick_exit
 from pipeline.errors import PipelineError
@@ -26,6 +27,7 @@ def main(argv: list[str] | None = None) -> None:
         "--tolerance", type=float, default=0.0, help="largest absolute metric difference still counted as equal"
     )
     args = parser.parse_intermixed_args(argv)
+    import_user_code_from_here()
     with quick_exit():
         try:
             from pipeline.workflows.rerun import rerun  # torch, Lightning, MLflow: once the command line parsed

@@ -14,9 +14,11 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from pipeline.cli import import_user_code_from_here
 from pipeline.cli.teardown import quick_exit
 from pipeline.config import CONF_DIR
 from pipeline.config.compose import compose_config
+from pipeline.config.targets import trust_composed_targets
 from pipeline.errors import ConfigError, PipelineError, RunInterrupted, disk_full
 from pipeline.interrupts import received_signal
 from pipeline.sweeps.parent_run import parent_run_id
@@ -64,6 +66,7 @@ def run_job(cfg: DictConfig) -> TrainResult | None:
         for group, option in choices
         if option is not None and not group.startswith("hydra")
     }
+    trust_composed_targets(cfg)  # composed from your own command line and config folders
     callbacks = []
     if (trial := current_trial(hydra_config.sweeper)) is not None:  # a job of an Optuna sweep
         from pipeline.sweeps.pruning import ReportToOptuna
@@ -101,6 +104,7 @@ def _hydra_entry(cfg: DictConfig) -> float:
 
 def main() -> None:
     """Console script. Plain runs are composed and validated first, so bad input costs no imports."""
+    import_user_code_from_here()
     args = sys.argv[1:]
     if not any(arg.startswith("-") for arg in args):
         try:

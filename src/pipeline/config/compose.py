@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from pipeline.config import CONF_DIR
+from pipeline.config.targets import trust_composed_targets
 from pipeline.config.validation import omegaconf_error_line, validate
 from pipeline.errors import ConfigError, first_line
 
@@ -55,6 +56,7 @@ def compose_config(overrides: Sequence[str] = (), config_name: str = "train") ->
             cfg = compose(config_name=config_name, overrides=list(overrides))
     except (HydraException, OmegaConfBaseException) as err:
         raise ConfigError(_hydra_error_line(err)) from None
+    trust_composed_targets(cfg)
     return validate(cfg)
 
 

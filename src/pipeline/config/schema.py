@@ -494,6 +494,7 @@ class TrainConfig:
     run_name: Optional[str] = MISSING
     tags: dict[str, str] = MISSING
     resume: Optional[str] = MISSING
+    trusted_targets: list[str] = MISSING
 
     def check(self) -> None:
         # numpy's generator takes 32-bit unsigned seeds; Lightning only says so with a traceback
@@ -506,8 +507,8 @@ class TrainConfig:
         )
 
 
-# The schemas each target-carrying section may pick from. Their targets are also the
-# allowlist for instantiation: any other `_target_` is refused.
+# The built-in schemas each target-carrying section may pick from. Any other `_target_` is a user's
+# class (model and data only), built when the config trusts it (pipeline.config.targets).
 SECTION_SCHEMAS: dict[str, tuple[type, ...]] = {
     "data": (MnistSubsetConfig, TorchvisionImagesConfig, SyntheticImagesConfig),
     "model": (CNNConfig, RNNConfig, TransformerConfig, MLPConfig),

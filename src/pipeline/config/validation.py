@@ -9,6 +9,8 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from pipeline.config.schema import SECTION_SCHEMAS, TARGET_SCHEMAS, TrainConfig
+from pipeline.config.signatures import signature_schema
+from pipeline.config.targets import USER_TARGET_BASES, check_trusted_targets, check_user_target_trusted, user_class
 from pipeline.errors import ConfigError, first_line
 
 
@@ -46,17 +48,29 @@ def _lookup(plain: Any, dotted_key: str) -> Any:
     return plain
 
 
-def _typed_section(section: str, node: Any) -> DictConfig:
-    if not isinstance(node, dict) or "_target_" not in node:
-        raise ConfigError(f"{section}: needs a _target_ naming what to build")
+def _section_schema(section: str, node: dict[str, Any], trusted: list[str]) -> type:
+    """The built-in schema of the section's target, or one read from a trusted user class's signature."""
     target = node["_target_"]
     allowed = {schema._target_ for schema in SECTION_SCHEMAS[section]}  # type: ignore[attr-defined]
-    if target not in allowed:
+    if target in allowed:
+        return TARGET_SCHEMAS[target]
+    if section not in USER_TARGET_BASES or target in TARGET_SCHEMAS:
         raise ConfigError(f"{section}._target_: {target!r} is not allowed here (allowed: {', '.join(sorted(allowed))})")
+    check_user_target_trusted(section, target, trusted)  # before the import: a refused name runs nothing
+    return signature_schema(section, user_class(section, target), list(node))
+
+
+def _typed_section(section: str, node: Any, trusted: list[str]) -> DictConfig:
+    if not isinstance(node, dict) or "_target_" not in node:
+        raise ConfigError(f"{section}: needs a _target_ naming what to build")
+    schema = _section_schema(section, node, trusted)
     try:
-        return OmegaConf.merge(OmegaConf.structured(TARGET_SCHEMAS[target]), node)
+        typed = OmegaConf.merge(OmegaConf.structured(schema), node)
     except OmegaConfBaseException as err:
         raise ConfigError(omegaconf_error_line(err, section)) from None
+    if missing := sorted(OmegaConf.missing_keys(typed)):
+        raise ConfigError(f"{section}.{missing[0]}: missing required argument of {node['_target_']}")
+    return typed
 
 
 def _run_checks(obj: Any) -> None:
@@ -82,11 +96,12 @@ def validate(cfg: DictConfig) -> DictConfig:
         typed = OmegaConf.merge(OmegaConf.structured(TrainConfig), plain)
     except OmegaConfBaseException as err:
         raise ConfigError(omegaconf_error_line(err)) from None
+    check_trusted_targets(list(typed.trusted_targets))
     for section in SECTION_SCHEMAS:
         node = _lookup(plain, section)
         if section == "scheduler" and node is None:
             continue  # no learning-rate schedule
-        OmegaConf.update(typed, section, _typed_section(section, node), merge=False)
+        OmegaConf.update(typed, section, _typed_section(section, node, list(typed.trusted_targets)), merge=False)
     try:
         _run_checks(OmegaConf.to_object(typed))
     except OmegaConfBaseException as err:

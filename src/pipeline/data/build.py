@@ -10,6 +10,6 @@ from pipeline.data.datamodule import ImageDataModule
 
 def load_data(cfg: DictConfig, expected_digest: str | None) -> ImageDataModule:
     """Shuffled with the run's seed; a digest that differs from ``expected_digest`` is refused (DataError)."""
-    datamodule = safe_instantiate(cfg.data, "data", shuffle_seed=cfg.seed)
+    datamodule = safe_instantiate(cfg.data, "data", cfg.trusted_targets, shuffle_seed=cfg.seed)
     datamodule.splits.check_digest(expected_digest)
     return datamodule

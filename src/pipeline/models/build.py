@@ -11,7 +11,9 @@ from pipeline.models.normalize import Classifier
 
 def build_model(cfg: DictConfig, image_shape: tuple[int, ...], num_classes: int) -> Classifier:
     """Backbones take the image shape and the class count; the classifier takes raw [0, 1] pixels."""
-    backbone = safe_instantiate(cfg.model, "model", input_shape=list(image_shape), num_classes=num_classes)
+    backbone = safe_instantiate(
+        cfg.model, "model", cfg.trusted_targets, input_shape=list(image_shape), num_classes=num_classes
+    )
     return Classifier(backbone, mean=list(cfg.data.mean), std=list(cfg.data.std))
 
 

@@ -1,6 +1,6 @@
 """Rebuild a stored run, train it again, and compare every final metric (`pipeline-rerun RUN_ID`).
 
-The stored config is validated against the schema and instantiated through the allowlist
+The stored config is validated against the schema and builds only built-in or trusted targets
 like any other; the code version (commit and uncommitted diff) and the data digest must
 match the original's, and the torch thread count is pinned to the original's, because each
 of them changes the numbers. The exit code says whether the run reproduced.
