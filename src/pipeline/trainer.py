@@ -15,6 +15,7 @@ from pipeline.callbacks import EarlyStop, LeaveProcessGroup, StopOnSignal
 from pipeline.checkpoint_io import AtomicCheckpointIO
 from pipeline.data.splits import ImageSplits
 from pipeline.errors import ConfigError
+from pipeline.global_batchnorm import GlobalBatchNormSync
 from pipeline.sweeps.parent_run import parent_run_id
 
 
@@ -97,7 +98,8 @@ def build_trainer(
             *configured_callbacks(cfg, with_logger=logger is not None),
             *callbacks,
         ],  # the best first: ckpt_path="best"
-        plugins=[AtomicCheckpointIO()],
+        # DDP strategies apply it before wrapping the model and revert it when fit ends
+        plugins=[AtomicCheckpointIO(), *([GlobalBatchNormSync()] if cfg.trainer.sync_batchnorm else [])],
         default_root_dir=output_root,
         enable_progress_bar=sys.stderr.isatty(),
         enable_model_summary=False,

@@ -337,6 +337,7 @@ class TrainerConfig:
     divergence_factor: Optional[float] = MISSING
     on_divergence: str = MISSING
     accumulate_grad_batches: int = MISSING
+    sync_batchnorm: bool = MISSING
     # Lightning's int-or-float arguments: an int counts batches, a float is a fraction of the split
     limit_train_batches: Any = MISSING
     limit_val_batches: Any = MISSING

@@ -78,14 +78,15 @@ def train(
     cfg = validate(cfg)
     prepare_process(cfg)
     datamodule = load_data(cfg, expected_data_digest)
-    check_batch_limits(cfg, datamodule.splits)
-    task = build_model_and_task(cfg, datamodule.splits)
+    splits = datamodule.splits
+    check_batch_limits(cfg, splits)
+    task = build_model_and_task(cfg, splits)
     output_root = Path(cfg.paths.output_root)
     resume_checkpoint = readable_last_checkpoint(output_root, resume_run_id) if resume_run_id else None
     divergence = StopOnDivergence(cfg.trainer.divergence_factor, cfg.trainer.on_divergence)
     deferred = deferred_to_sweep_end(cfg, resume_run_id)
     tags = {**(extra_tags or {}), **deferred}
-    with tracked_run(cfg, overrides, datamodule.splits, task.model, resume_run_id, tags) as run:
+    with tracked_run(cfg, overrides, splits, task.model, resume_run_id, tags) as run:
         logger = run.metrics_logger(cfg.tracking.flush_every_s) if run else None
         run_id = run.run_id if run else "not-rank-zero"
         trainer, best = build_trainer(cfg, logger, output_root, run_id, [divergence, *(callbacks or [])])
@@ -95,9 +96,9 @@ def train(
         logger.deliver(wait_s=cfg.tracking.outage_wait_s)  # a tracking server that went away: its metrics first
         failpoint("test")
         export_model = cfg.tracking.log_model and not deferred
-        model_uri = log_results(cfg, run, trainer, task, datamodule.splits, Path(best.best_model_path), export_model)
+        model_uri = log_results(cfg, run, trainer, task, splits, Path(best.best_model_path), export_model)
         if cfg.compression.enabled and not deferred:
-            compress_and_log(cfg, task.model, datamodule.splits, model_uri, run.ledger)
+            compress_and_log(cfg, task.model, splits, model_uri, run.ledger)
         return TrainResult(run.run_id, run.uri, run.experiment_id, test_metrics, model_uri, run.final_metrics())
 
 
