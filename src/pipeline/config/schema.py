@@ -383,9 +383,12 @@ class TrackingConfig:
     log_checkpoint: bool = MISSING
     flush_every_s: float = MISSING
     outage_wait_s: float = MISSING
+    system_metrics_s: Optional[float] = MISSING
 
     def check(self) -> None:
         _require(bool(self.experiment.strip()), "tracking.experiment", "must not be empty")
+        if self.system_metrics_s is not None:
+            _require_positive(self.system_metrics_s, "tracking.system_metrics_s")
         _require_positive(self.flush_every_s, "tracking.flush_every_s")
         _require(self.outage_wait_s >= 0, "tracking.outage_wait_s", f"must be >= 0, got {self.outage_wait_s}")
 

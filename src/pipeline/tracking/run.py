@@ -34,6 +34,7 @@ from pipeline.tracking.mlflow_internals import requirements_from_this_environmen
 from pipeline.tracking.requirements import TORCH_MODEL, exact_requirements
 from pipeline.tracking.spool import MetricSpool, answer_quickly, is_unreachable
 from pipeline.tracking.store import ensure_experiment, is_server_uri, release_reserve
+from pipeline.tracking.system_metrics import SystemMetrics
 
 # MLflow's datasets table stores digests of at most 36 characters; the full SHA-256 is a tag.
 _DATASET_DIGEST_CHARS = 32
@@ -189,6 +190,18 @@ class TrackedRun:
 
     def _tags(self) -> dict[str, str]:
         return self.client.get_run(self.run_id).data.tags
+
+    @contextmanager
+    def system_metrics(self, interval_s: float | None) -> Iterator[None]:
+        """Sample the machine into this run as `system/*` every ``interval_s`` s while the block runs (None: off)."""
+        if interval_s is None or self.ledger is None:
+            yield
+            return
+        monitor = SystemMetrics(self.uri, self.run_id, interval_s, self.ledger.last_steps).start()
+        try:
+            yield
+        finally:
+            monitor.stop()
 
     def metrics_logger(self, flush_every_s: float, spool: bool = True) -> MlflowBatchLogger:
         """A Lightning logger into this run that skips the points a reopened run already holds."""

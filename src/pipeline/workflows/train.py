@@ -175,7 +175,11 @@ def tracked_run(
         tags[PARENT_TAG] = parent
     # MLflow's own name generator draws from `random`, seeded above: every run would get the same name
     run_name = cfg.run_name or f"{tags['model']}-{cfg.data.name}-{uuid.uuid4().hex[:6]}"
-    with signals_raise(), TrackedRun(uri, cfg.tracking.experiment, output_root, run_name, tags, resume_run_id) as run:
+    with (
+        signals_raise(),
+        TrackedRun(uri, cfg.tracking.experiment, output_root, run_name, tags, resume_run_id) as run,
+        run.system_metrics(cfg.tracking.system_metrics_s),
+    ):
         log.info("%s run %s in %s", "resuming" if resume_run_id else "started", run.run_id, uri)
         if resume_run_id is None:
             run.log_config(OmegaConf.to_container(cfg), OmegaConf.to_yaml(cfg), overrides)
