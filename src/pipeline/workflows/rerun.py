@@ -21,8 +21,10 @@ from pipeline.workflows.train import train
 
 CODE_CHANGED_EXIT = 3
 NOT_REPRODUCED_EXIT = 1
-# Wall-clock measurements (compressed variants' latency and speed-up) differ from run to run by nature.
+# Measurements of the machine, not results: wall-clock (compressed variants' latency and speed-up)
+# and system metrics (CPU, memory, disk, network) differ from run to run by nature.
 TIMING_MARKERS = ("latency_", "speedup_")
+MACHINE_PREFIX = "system/"
 
 
 def code_differences(stored_tags: Mapping[str, str], stored_diff: str, current: GitState) -> list[str]:
@@ -46,7 +48,9 @@ def compare_metrics(original: Mapping[str, float], rerun: Mapping[str, float], t
     """
     rows, reproduced = [("metric", "original", "rerun", "difference")], True
     names = sorted(set(original) | set(rerun))
-    timings = [name for name in names if any(marker in name for marker in TIMING_MARKERS)]
+    timings = [
+        name for name in names if name.startswith(MACHINE_PREFIX) or any(marker in name for marker in TIMING_MARKERS)
+    ]
     for name in (name for name in names if name not in timings):
         before, after = original.get(name, math.nan), rerun.get(name, math.nan)
         difference = after - before
@@ -60,7 +64,7 @@ def compare_metrics(original: Mapping[str, float], rerun: Mapping[str, float], t
     ]
     if timings:
         lines.append(
-            f"({len(timings)} timing metrics not compared: {', '.join(timings[:3])}{', ...' if len(timings) > 3 else ''})"
+            f"({len(timings)} timing and system metrics not compared: {', '.join(timings[:3])}{', ...' if len(timings) > 3 else ''})"
         )
     return "\n".join(lines), reproduced
 
