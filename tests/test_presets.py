@@ -7,10 +7,11 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig, OmegaConf
 
-from conftest import TINY_DATA, run_training
-from pipeline.config import CONF_DIR
+from conftest import TINY_DATA, cli_env, pipeline_train, run_training, store_client
+from pipeline.config import CONF_DIR, REPO_ROOT
 from pipeline.config.compose import compose_config
 from pipeline.config.validation import validate
 from pipeline.errors import ConfigError
@@ -120,6 +121,34 @@ def test_debug_limit_runs_a_few_batches_of_each_split(output_root: Path, store: 
     with pytest.raises(ConfigError, match=r"^trainer.overfit_batches=0.1: 0.1 of the 8 train batches is none"):
         run_training(["trainer.overfit_batches=0.1", *data, *quick])  # overfit_batches limits train and val
     assert len(store.search_runs([result.experiment_id])) == 1  # refused before a run was opened
+
+
+@pytest.mark.slow
+def test_debug_fast_runs_one_batch_of_each_split_into_a_throwaway_store_and_says_where(tmp_path: Path) -> None:
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    done = pipeline_train("debug=fast", cwd=tmp_path, env={**cli_env(), "TMPDIR": str(scratch)})
+    assert done.returncode == 0, done.stderr[-3000:]
+    (throwaway,) = scratch.glob("pipeline-throwaway-*")
+    assert f"note:    debug=fast: a throwaway store in {throwaway}, nothing went to yours (delete" in done.stdout
+    (run,) = store_client(throwaway).search_runs(["1"])
+    assert run.info.status == "FINISHED" and run.data.tags["debug"] == "fast"
+    assert run.data.metrics["test/samples"] == 512  # one evaluation batch of the embedded digits
+    assert len(store_client(throwaway).get_metric_history(run.info.run_id, "train/loss")) == 1
+    default_store = REPO_ROOT / "outputs" / "mlflow.db"
+    if default_store.exists():  # a developer's own runs: this one is not among them
+        with pytest.raises(MlflowException):
+            store_client(REPO_ROOT / "outputs").get_run(run.info.run_id)
+
+
+def test_debug_profile_logs_where_the_time_of_fit_and_test_went(tiny: list[str], store: MlflowClient) -> None:
+    result = run_training(["debug=profile", *tiny])
+    reports = {Path(item.path).name for item in store.list_artifacts(result.run_id, "profile")}
+    assert reports == {"fit-profile.txt", "test-profile.txt"}
+    fit = store.download_artifacts(result.run_id, "profile/fit-profile.txt")
+    text = Path(fit).read_text()
+    assert "FIT Profiler Report" in text and "training_step" in text and "Mean duration" in text
+    assert store.get_run(result.run_id).data.tags["debug"] == "profile"
 
 
 def test_early_stopping_ends_a_run_that_stopped_improving_and_says_why(tiny: list[str], store: MlflowClient) -> None:

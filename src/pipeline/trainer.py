@@ -10,6 +10,7 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig
 from pytorch_lightning.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.loggers import Logger
+from pytorch_lightning.profilers import AdvancedProfiler, Profiler, SimpleProfiler
 
 from pipeline.callbacks import EarlyStop, LeaveProcessGroup, StopOnSignal
 from pipeline.checkpoint_io import AtomicCheckpointIO
@@ -57,6 +58,13 @@ def checkpoint_dir(output_root: Path, run_id: str) -> Path:
     return output_root / "checkpoints" / run_id
 
 
+def profiler(kind: str | None, folder: Path) -> Profiler | None:
+    """Lightning's profiler of that kind; it writes `<stage>-profile.txt` into ``folder`` as each stage ends."""
+    if kind is None:
+        return None
+    return (SimpleProfiler if kind == "simple" else AdvancedProfiler)(dirpath=folder, filename="profile")
+
+
 def build_trainer(
     cfg: DictConfig, logger: Logger | None, output_root: Path, run_id: str, callbacks: list[Callback]
 ) -> tuple[pl.Trainer, ModelCheckpoint]:
@@ -98,6 +106,7 @@ def build_trainer(
             *configured_callbacks(cfg, with_logger=logger is not None),
             *callbacks,
         ],  # the best first: ckpt_path="best"
+        profiler=profiler(cfg.trainer.profiler, folder),
         # DDP strategies apply it before wrapping the model and revert it when fit ends
         plugins=[AtomicCheckpointIO(), *([GlobalBatchNormSync()] if cfg.trainer.sync_batchnorm else [])],
         default_root_dir=output_root,

@@ -28,7 +28,8 @@ if TYPE_CHECKING:
     from pipeline.workflows.train import TrainResult
 
 
-def print_summary(result: TrainResult) -> None:
+def print_summary(result: TrainResult, throwaway_store: str | None = None) -> None:
+    """What the run gave and where to look at it; ``throwaway_store``: the folder of a store nobody keeps."""
     metrics = "  ".join(
         f"{name}={value:.0f}" if name.endswith("samples") else f"{name}={value:.4f}"
         for name, value in sorted(result.test_metrics.items())
@@ -42,6 +43,10 @@ def print_summary(result: TrainResult) -> None:
         print(f"         http://127.0.0.1:5000/#/experiments/{result.experiment_id}/runs/{result.run_id}")
     else:
         print(f"ui:      {result.tracking_uri}/#/experiments/{result.experiment_id}/runs/{result.run_id}")
+    if throwaway_store:
+        print(
+            f"note:    debug=fast: a throwaway store in {throwaway_store}, nothing went to yours (delete it any time)"
+        )
 
 
 def report_failure(err: PipelineError) -> float:
@@ -98,7 +103,7 @@ def _hydra_entry(cfg: DictConfig) -> float:
         raise SystemExit(128 + signal.Signals[stop].value) from None
     if result is None:  # a DDP rank other than the first: rank 0 reports
         return float("nan")
-    print_summary(result)
+    print_summary(result, cfg.paths.output_root if cfg.tags.get("debug") == "fast" else None)
     return result.metrics.get(cfg.sweep.objective, float("nan"))  # what a sweeper optimises
 
 

@@ -1,5 +1,8 @@
-"""Config schema, validation and safe instantiation; registers the `repo_root` and `run_folder` resolvers."""
+"""Config schema, validation and safe instantiation; registers the `repo_root`, `run_folder` and
+`throwaway_folder` resolvers."""
 
+import os
+import tempfile
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -14,6 +17,12 @@ if not OmegaConf.has_resolver("run_folder"):
     from pipeline.distributed import run_folder_name
 
     OmegaConf.register_new_resolver("run_folder", run_folder_name, use_cache=True)
+if not OmegaConf.has_resolver("throwaway_folder"):
+    # debug=fast: a store apart from yours, in the system's temporary folder, one per user (reused: a new
+    # store costs its schema migrations, ~3 s, and the data cache lives beside it)
+    OmegaConf.register_new_resolver(
+        "throwaway_folder", lambda: str(Path(tempfile.gettempdir()) / f"pipeline-throwaway-{os.getuid()}")
+    )
 
 
 def register_schema() -> None:

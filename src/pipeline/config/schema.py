@@ -320,6 +320,9 @@ STEP_SCHEDULERS = frozenset({OneCycleConfig._target_})
 PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true", "auto")
 
 
+PROFILERS = ("simple", "advanced")  # Lightning's SimpleProfiler, AdvancedProfiler (cProfile)
+
+
 @dataclass
 class TrainerConfig:
     """Arguments for ``lightning.Trainer`` that a run's identity depends on."""
@@ -343,8 +346,15 @@ class TrainerConfig:
     limit_val_batches: Any = MISSING
     limit_test_batches: Any = MISSING
     overfit_batches: Any = MISSING
+    profiler: Optional[str] = MISSING
 
     def check(self) -> None:
+        if self.profiler is not None:
+            _require(
+                self.profiler in PROFILERS,
+                "trainer.profiler",
+                f"must be null or one of {', '.join(PROFILERS)}, got {self.profiler!r}",
+            )
         _require_positive(self.max_epochs, "trainer.max_epochs")
         _require_positive(self.accumulate_grad_batches, "trainer.accumulate_grad_batches")
         for stage in ("train", "val", "test"):

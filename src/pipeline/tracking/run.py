@@ -250,6 +250,9 @@ class TrackedRun:
     def log_checkpoint(self, path: Path) -> None:
         mlflow.log_artifact(str(path), artifact_path="checkpoints")
 
+    def log_profile(self, report: Path) -> None:
+        mlflow.log_artifact(str(report), artifact_path="profile")
+
     def log_model(self, model: torch.nn.Module, example: torch.Tensor, name: str = "model") -> str:
         """Log ``model`` as an MLflow model (signature + input example) and return its URI (a reopened run's, if logged)."""
         if logged := self.ledger.logged_model(name):

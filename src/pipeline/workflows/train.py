@@ -241,7 +241,7 @@ def log_results(
     best_checkpoint: Path,
     export_model: bool,
 ) -> str | None:
-    """The best validation accuracy, the figures, the checkpoint and the model; the model's URI if logged."""
+    """The best validation accuracy, the figures, the checkpoint, the profiler's reports and the model; its URI if logged."""
     histories = run.metric_histories(CURVES)
     # the checkpoint's monitor; read from the store because ddp_spawn leaves the score in its workers
     run.log_metrics({"best/val_acc": max(value for _, value in histories["val/acc"])}, step=trainer.global_step)
@@ -253,6 +253,8 @@ def log_results(
     failpoint("figures")
     if cfg.tracking.log_checkpoint:
         run.log_checkpoint(best_checkpoint)
+    for report in sorted(best_checkpoint.parent.glob("*-profile.txt")):  # trainer.profiler's, one per stage
+        run.log_profile(report)
     model_uri = run.log_model(task.model, splits.test.images[:8].clone()) if export_model else None
     failpoint("model")
     return model_uri
