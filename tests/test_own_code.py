@@ -54,6 +54,11 @@ def test_a_user_backbone_and_datamodule_are_typed_from_their_signatures() -> Non
         ),
         (["data=png_folder"], "data.root: missing value"),
         (["data=png_folder", "data.root=/x", "~data.root"], "data.root: missing required argument of examples."),
+        (
+            ["data=png_folder", "data.root=/x", "~data.eval_batch_size"],
+            "data.eval_batch_size: missing required argument of examples.png_folder.PngFolder (a data YAML takes the "
+            "pipeline's loader keys with `defaults: [_loader, _self_]`)",
+        ),
         (["data=png_folder", "data.root=/x", "data.color=cmyk"], "data.color: must be one of 'gray', 'rgb', got"),
         (
             ["data=png_folder", "data.root=/x", "data._target_=pytorch_lightning.LightningDataModule"],

@@ -8,7 +8,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from pipeline.config.schema import SECTION_SCHEMAS, TARGET_SCHEMAS, TrainConfig
+from pipeline.config.schema import SECTION_SCHEMAS, TARGET_SCHEMAS, DataConfig, TrainConfig
 from pipeline.config.signatures import signature_schema
 from pipeline.config.targets import USER_TARGET_BASES, check_trusted_targets, check_user_target_trusted, user_class
 from pipeline.errors import ConfigError, first_line
@@ -48,6 +48,9 @@ def _lookup(plain: Any, dotted_key: str) -> Any:
     return plain
 
 
+LOADER_KEYS = {field.name for field in dataclasses.fields(DataConfig)} - {"_target_"}
+
+
 def _section_schema(section: str, node: dict[str, Any], trusted: list[str]) -> type:
     """The built-in schema of the section's target, or one read from a trusted user class's signature."""
     target = node["_target_"]
@@ -69,7 +72,9 @@ def _typed_section(section: str, node: Any, trusted: list[str]) -> DictConfig:
     except OmegaConfBaseException as err:
         raise ConfigError(omegaconf_error_line(err, section)) from None
     if missing := sorted(OmegaConf.missing_keys(typed)):
-        raise ConfigError(f"{section}.{missing[0]}: missing required argument of {node['_target_']}")
+        loader = section == "data" and missing[0].split(".")[0] in LOADER_KEYS
+        hint = " (a data YAML takes the pipeline's loader keys with `defaults: [_loader, _self_]`)" if loader else ""
+        raise ConfigError(f"{section}.{missing[0]}: missing required argument of {node['_target_']}{hint}")
     return typed
 
 
