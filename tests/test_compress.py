@@ -13,6 +13,7 @@ import pytest
 import torch
 from mlflow import MlflowClient
 from packaging.requirements import Requirement
+from torch import nn
 
 from conftest import COMMAND_TIMEOUT_S, run_training
 from pipeline.cli.compress import main as compression_main
@@ -228,6 +229,27 @@ def test_pruning_zeroes_the_requested_fraction_of_weights_for_good(family: str) 
     assert not any(name.endswith("_orig") for name, _ in pruned.named_parameters())  # masks folded in
     assert len(prunable_weights(pruned)) == len(prunable_weights(model))
     assert pruned(splits.train.images[:4]).shape == (4, 10)
+
+
+class BranchesOnItsInput(nn.Module):
+    """A backbone torch.fx cannot trace: which path it takes depends on the pixel values."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.head = nn.Conv2d(1, 4, 3), nn.Linear(4, 10)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        features = self.conv(images).mean(dim=(2, 3))
+        return self.head(features if features.sum() > 0 else -features)
+
+
+def test_a_model_torch_fx_cannot_trace_gets_no_static_int8_and_says_why(tmp_path: Path) -> None:
+    cfg = compose_config(["data=synthetic", "data.train_size=64"])
+    splits = safe_instantiate(cfg.data, "data", shuffle_seed=0).splits
+    settings = Settings(["int8_static", "int8_dynamic"], [0.5], 0, 1e-3, 32, 1, 1, 1, 0)
+    variants, skipped = build_variants(BranchesOnItsInput(), splits, settings, tmp_path)
+    assert [variant.name for variant in variants] == ["fp32", "int8_dynamic"]
+    assert skipped["int8_static"].startswith("int8_static: torch.fx cannot trace the model (symbolically traced")
 
 
 def test_a_model_the_onnx_exporter_cannot_express_is_skipped_not_a_crash(

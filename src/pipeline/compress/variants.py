@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.fx.proxy import TraceError
 
 Predict = Callable[[torch.Tensor], torch.Tensor]
 
@@ -136,7 +137,10 @@ def int8_static(
 ) -> Variant:
     if not has_convolutions(model):
         raise VariantSkipped(f"{name}: the model has no convolution layers (static int8 is for convolutions)")
-    module = quantize_static(model, calibration)
+    try:
+        module = quantize_static(model, calibration)
+    except TraceError as err:  # e.g. a user's backbone that branches on its input's values
+        raise VariantSkipped(f"{name}: torch.fx cannot trace the model ({str(err).splitlines()[0]})") from None
     return Variant(
         name, "torch_int8", torch_predict(module), save_state_dict(module, workdir / f"{name}.pt"), module, "static"
     )
