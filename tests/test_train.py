@@ -203,6 +203,14 @@ def test_bf16_mixed_trains_to_a_finite_loss_with_an_fp32_model_for_what_follows(
 
 
 @pytest.mark.parametrize("family", FAMILIES)
+def test_every_family_trains_under_bf16_autocast(family: str, tiny: list[str], store: MlflowClient) -> None:
+    data = ["trainer.max_epochs=1", "tracking.log_model=false"]
+    result = run_training([*tiny, *data, f"model={family}", "trainer.precision=bf16-mixed"])
+    assert np.isfinite(result.metrics["train/loss"]) and result.metrics["test/samples"] == 64
+    assert store.get_run(result.run_id).data.params["trainer.precision"] == "bf16-mixed"
+
+
+@pytest.mark.parametrize("family", FAMILIES)
 def test_accumulated_gradients_take_one_optimizer_step_per_four_batches(
     family: str, tiny: list[str], store: MlflowClient
 ) -> None:

@@ -35,5 +35,11 @@ class RNN(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         batch, channels, height, width = images.shape
         rows = images.permute(0, 2, 1, 3).reshape(batch, height, channels * width)
-        outputs, _ = self.rnn(rows)
+        if rows.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+            # oneDNN has no bf16 LSTM primitive on CPUs without bf16 units ("could not create a primitive
+            # descriptor"): under CPU autocast the recurrence runs in fp32, the head in bf16
+            with torch.autocast("cpu", enabled=False):
+                outputs, _ = self.rnn(rows.float())
+        else:
+            outputs, _ = self.rnn(rows)
         return self.head(outputs[:, -1])
