@@ -3,6 +3,7 @@ signatures, trained, rerun bit for bit; and a stored config builds only what it 
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -15,7 +16,7 @@ from omegaconf import OmegaConf
 from conftest import COMMAND_TIMEOUT_S, cli_env, store_client
 from pipeline.config import REPO_ROOT
 from pipeline.config.compose import compose_config
-from pipeline.config.signatures import config_type, constructor_arguments
+from pipeline.config.signatures import config_type, constructor_arguments, signature_schema
 from pipeline.config.validation import validate
 from pipeline.errors import ConfigError
 
@@ -107,6 +108,18 @@ def test_a_stored_config_never_builds_what_could_run_any_code(target: str) -> No
         validate(OmegaConf.create(stored_with({"_target_": target, "command": "echo pwned"}, [])))
     with pytest.raises(ConfigError, match=r"^trusted_targets: .* which is never trusted"):
         validate(OmegaConf.create(stored_with({"_target_": target, "command": "echo pwned"}, [target])))
+
+
+class Backbone:
+    def __init__(self, input_shape: list[int], num_classes: int, width: int, activation: type = list) -> None: ...
+
+
+def test_an_argument_whose_default_yaml_cannot_hold_is_left_to_the_class_or_set_by_the_config() -> None:
+    schema = signature_schema("model", Backbone, ["_target_", "width"])
+    assert [field.name for field in dataclasses.fields(schema)] == ["_target_", "width"]
+    schema = signature_schema("model", Backbone, ["_target_", "width", "activation"])
+    typed = OmegaConf.merge(OmegaConf.structured(schema), {"_target_": "x", "width": 3, "activation": "relu"})
+    assert typed.activation == "relu"
 
 
 class Base:

@@ -81,7 +81,7 @@ def _writable(value: Any) -> bool:
 def _field(parameter: inspect.Parameter) -> tuple[str, Any, Any]:
     kind = config_type(parameter.annotation)
     default = parameter.default
-    if default is parameter.empty:
+    if default is parameter.empty or not _writable(default):  # a class or function default: the YAML sets it
         return parameter.name, kind, dataclasses.field(default=MISSING)
     if isinstance(default, (list, tuple)):
         return parameter.name, kind, dataclasses.field(default_factory=lambda: list(default))

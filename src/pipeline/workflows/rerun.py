@@ -17,6 +17,7 @@ from pipeline.config.compose import store_location, stored_config
 from pipeline.provenance import GitState, git_state, runtime_versions
 from pipeline.tracking.store import resolve_tracking_uri
 from pipeline.tracking.stored_runs import fetch_run
+from pipeline.tracking.system_metrics import PREFIX as SYSTEM_METRICS
 from pipeline.workflows.train import train
 
 CODE_CHANGED_EXIT = 3
@@ -24,7 +25,6 @@ NOT_REPRODUCED_EXIT = 1
 # Measurements of the machine, not results: wall-clock (compressed variants' latency and speed-up)
 # and system metrics (CPU, memory, disk, network) differ from run to run by nature.
 TIMING_MARKERS = ("latency_", "speedup_")
-MACHINE_PREFIX = "system/"
 
 
 def code_differences(stored_tags: Mapping[str, str], stored_diff: str, current: GitState) -> list[str]:
@@ -49,7 +49,7 @@ def compare_metrics(original: Mapping[str, float], rerun: Mapping[str, float], t
     rows, reproduced = [("metric", "original", "rerun", "difference")], True
     names = sorted(set(original) | set(rerun))
     timings = [
-        name for name in names if name.startswith(MACHINE_PREFIX) or any(marker in name for marker in TIMING_MARKERS)
+        name for name in names if name.startswith(SYSTEM_METRICS) or any(marker in name for marker in TIMING_MARKERS)
     ]
     for name in (name for name in names if name not in timings):
         before, after = original.get(name, math.nan), rerun.get(name, math.nan)
