@@ -152,7 +152,6 @@ def trust_composed_targets(cfg: DictConfig) -> None:
         target = node.get("_target_") if isinstance(node, DictConfig) else None
         if (
             isinstance(target, str)
-            and target not in TARGET_SCHEMAS
             and not never_trusted(target)  # refused with its own line when the section is checked
             and not trusts(trusted, target)
         ):
