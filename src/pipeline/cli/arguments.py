@@ -12,9 +12,11 @@ import argparse
 STORE_HELP = "tracking.uri= or paths.output_root= name the store holding the run (default: outputs/mlflow.db)"
 
 
-def stored_run_parser(prog: str, description: str, run_help: str, overrides_help: str) -> argparse.ArgumentParser:
+def stored_run_parser(
+    prog: str, description: str, run_help: str, overrides_help: str, metavar: str = "RUN_ID"
+) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description=description)
-    parser.add_argument("run_id", help=run_help)
+    parser.add_argument("run_id", metavar=metavar, help=run_help)
     parser.add_argument("overrides", nargs="*", help=f"{overrides_help}; {STORE_HELP}")
     parser.add_argument("--tracking-uri", help="the same as the override tracking.uri=URI")
     return parser

@@ -281,6 +281,13 @@ class TrackedRun:
             for key in keys
         }
 
+    def log_table(self, columns: dict[str, list[Any]], artifact_file: str) -> None:
+        """A table the MLflow UI shows as one (its Artifacts tab; Evaluation across runs)."""
+        mlflow.log_table(columns, artifact_file)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        mlflow.log_text(text, artifact_file)
+
     def log_figure(self, figure: Any, artifact_file: str) -> None:
         import matplotlib.pyplot as plt
 

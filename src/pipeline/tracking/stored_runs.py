@@ -20,6 +20,8 @@ class StoredRun:
     config_yaml: str
     tags: dict[str, str]
     metrics: dict[str, float]
+    experiment: str  # the name of its experiment
+    run_name: str
 
     def artifact_text(self, uri: str, path: str) -> str:
         return read_artifact_text(uri, self.run_id, path)
@@ -46,4 +48,12 @@ def fetch_run(uri: str, run_id: str) -> StoredRun:
     except MlflowException as err:
         raise TrackingError(f"run {run_id} in {uri}: {first_line(str(err))}") from None
     config_yaml = read_artifact_text(uri, run_id, "config/config.yaml")
-    return StoredRun(run_id, run.info.status, config_yaml, dict(run.data.tags), dict(run.data.metrics))
+    return StoredRun(
+        run_id,
+        run.info.status,
+        config_yaml,
+        dict(run.data.tags),
+        dict(run.data.metrics),
+        client.get_experiment(run.info.experiment_id).name,
+        run.info.run_name,
+    )
