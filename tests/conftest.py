@@ -37,6 +37,7 @@ def tiny(output_root: Path) -> list[str]:
         "trainer.max_epochs=2",
         "trainer.threads=1",
         "compression=none",
+        "interpret=none",
         f"paths.output_root={output_root}",
     ]
 

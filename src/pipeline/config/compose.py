@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import fields
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
@@ -18,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from pipeline.config import CONF_DIR
+from pipeline.config.schema import TrainConfig
 from pipeline.config.targets import trust_composed_targets
 from pipeline.config.validation import omegaconf_error_line, validate
 from pipeline.errors import ConfigError, first_line
@@ -67,7 +69,7 @@ def _is_group_choice(override: str) -> bool:
 
 
 # sections whose keys every run has, whatever model, data, optimizer or scheduler it used
-SHARED_SECTIONS = ("trainer", "tracking", "compression", "sweep", "paths", "seed", "run_name", "tags")
+SHARED_SECTIONS = ("trainer", "tracking", "compression", "interpret", "sweep", "paths", "seed", "run_name", "tags")
 
 
 def store_location(overrides: Sequence[str]) -> tuple[str | None, Path]:
@@ -83,13 +85,26 @@ def store_location(overrides: Sequence[str]) -> tuple[str | None, Path]:
     return cfg.tracking.uri, Path(cfg.paths.output_root)
 
 
+def with_sections_added_since(cfg: DictConfig) -> DictConfig:
+    """A stored config with the sections a later pipeline added (e.g. `interpret`) at their defaults.
+
+    A run stored before a section existed is still evaluated, compressed and served by this code.
+    """
+    absent = [field.name for field in fields(TrainConfig) if field.name not in cfg]
+    if absent:
+        defaults = compose_config()
+        for section in absent:
+            cfg[section] = OmegaConf.to_container(defaults[section]) if section in defaults else None
+    return cfg
+
+
 def stored_config(config_yaml: str, overrides: Sequence[str]) -> DictConfig:
     """A config read back from a store with overrides applied (validated later by `validate`).
 
     ``key=value`` sets a key; ``group=option`` replaces the whole section with conf/group/option.yaml.
     """
     try:
-        cfg = OmegaConf.create(config_yaml)
+        cfg = with_sections_added_since(OmegaConf.create(config_yaml))
         for choice in filter(_is_group_choice, overrides):
             group = choice.split("=", 1)[0]
             cfg[group] = OmegaConf.to_container(compose_config([choice])[group])

@@ -467,6 +467,27 @@ class CallbacksConfig:
 
 
 @dataclass
+class InterpretConfig:
+    """Attribution maps of the trained model (pipeline.interpret): how many images, how fine."""
+
+    enabled: bool = MISSING
+    in_sweep_trials: bool = MISSING
+    per_class: int = MISSING
+    misclassified: int = MISSING
+    mean_per_class: int = MISSING
+    ig_steps: int = MISSING
+    occlusion_window: int = MISSING
+    occlusion_stride: int = MISSING
+    perturbations: int = MISSING
+
+    def check(self) -> None:
+        for key in ("per_class", "ig_steps", "occlusion_window", "occlusion_stride", "perturbations"):
+            _require_positive(getattr(self, key), f"interpret.{key}")
+        for key in ("misclassified", "mean_per_class"):
+            _require(getattr(self, key) >= 0, f"interpret.{key}", f"must be >= 0, got {getattr(self, key)}")
+
+
+@dataclass
 class SweepConfig:
     """What a sweep optimises (the metric a trial returns, which way is better) and what its trials log."""
 
@@ -501,6 +522,7 @@ class TrainConfig:
     trainer: TrainerConfig = MISSING
     tracking: TrackingConfig = MISSING
     compression: CompressionConfig = MISSING
+    interpret: InterpretConfig = MISSING
     callbacks: CallbacksConfig = MISSING
     sweep: SweepConfig = MISSING
     paths: PathsConfig = MISSING

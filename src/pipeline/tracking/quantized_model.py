@@ -15,10 +15,10 @@ from typing import Any
 import mlflow
 import numpy as np
 import torch
-from omegaconf import OmegaConf
 
 import pipeline
 from pipeline.compress.variants import nondeterministic_kernels_allowed, rebuild_static
+from pipeline.config.compose import stored_config
 from pipeline.config.validation import validate
 from pipeline.models.build import build_model
 
@@ -30,7 +30,7 @@ class QuantizedClassifier(mlflow.pyfunc.PythonModel):
     """Serves a statically quantized model: rebuilt from the run's config, then its int8 state dict."""
 
     def load_context(self, context: Any) -> None:
-        cfg = validate(OmegaConf.load(context.artifacts["config"]))
+        cfg = validate(stored_config(Path(context.artifacts["config"]).read_text(), []))
         input_shape = tuple(int(size) for size in Path(context.artifacts["input_shape"]).read_text().split())
         num_classes = int(Path(context.artifacts["num_classes"]).read_text())
         model = build_model(cfg, input_shape, num_classes).eval()

@@ -43,6 +43,7 @@ from pipeline.tracking.store import resolve_tracking_uri
 from pipeline.tracking.stored_runs import fetch_run
 from pipeline.tracking.sweep_runs import DEFERRED_TAG, PARENT_TAG
 from pipeline.trainer import build_trainer, check_batch_limits, checkpoint_dir
+from pipeline.workflows.attributions import attributions_wanted, log_attributions
 from pipeline.workflows.compress import compress_and_log
 
 log = logging.getLogger("pipeline")
@@ -241,7 +242,8 @@ def log_results(
     best_checkpoint: Path,
     export_model: bool,
 ) -> str | None:
-    """The best validation accuracy, the figures, the checkpoint, the profiler's reports and the model; its URI if logged."""
+    """The best validation accuracy, the figures and attribution maps, the checkpoint, the profiler's reports and
+    the model; its URI if logged."""
     histories = run.metric_histories(CURVES)
     # the checkpoint's monitor; read from the store because ddp_spawn leaves the score in its workers
     run.log_metrics({"best/val_acc": max(value for _, value in histories["val/acc"])}, step=trainer.global_step)
@@ -250,6 +252,8 @@ def log_results(
     run.log_figure(figures.learning_curves(histories), "figures/learning_curves.png")
     run.log_figure(figures.confusion_matrix(test.labels, predicted, names), "figures/confusion_matrix.png")
     run.log_figure(figures.misclassified(test.images, test.labels, predicted, names), "figures/misclassified.png")
+    if attributions_wanted(cfg):
+        log_attributions(cfg, run, task.model, splits, predicted)
     failpoint("figures")
     if cfg.tracking.log_checkpoint:
         run.log_checkpoint(best_checkpoint)

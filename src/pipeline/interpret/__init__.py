@@ -1,0 +1,1 @@
+"""Attribution maps: what a trained model looks at (Captum), and figures that show them."""

@@ -1,0 +1,60 @@
+"""Attribution maps of a trained model into its run (`interpret` config section): figures under interpret/, metrics.
+
+On for single runs; a sweep's trials skip them unless `interpret.in_sweep_trials` (most trials are
+thrown away, and the maps cost seconds each).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import torch
+from omegaconf import DictConfig
+
+from pipeline.data.splits import ImageSplits
+from pipeline.errors import first_line
+from pipeline.interpret import figures
+from pipeline.interpret.attributions import Settings, explain
+from pipeline.sweeps.parent_run import parent_run_id
+from pipeline.tracking.run import TrackedRun
+
+log = logging.getLogger("pipeline")
+
+
+def attributions_wanted(cfg: DictConfig) -> bool:
+    return cfg.interpret.enabled and (parent_run_id() is None or cfg.interpret.in_sweep_trials)
+
+
+def settings_from(cfg: DictConfig) -> Settings:
+    section = cfg.interpret
+    return Settings(
+        per_class=section.per_class,
+        misclassified=section.misclassified,
+        mean_per_class=section.mean_per_class,
+        ig_steps=section.ig_steps,
+        occlusion_window=section.occlusion_window,
+        occlusion_stride=section.occlusion_stride,
+        perturbations=section.perturbations,
+        seed=cfg.seed,
+    )
+
+
+def log_attributions(
+    cfg: DictConfig, run: TrackedRun, model: torch.nn.Module, splits: ImageSplits, predicted: torch.Tensor
+) -> None:
+    """Saliency, Integrated Gradients and Occlusion maps of chosen test images, class means, mistakes; their quality."""
+    started = time.perf_counter()
+    try:
+        attributions = explain(model, splits.test, predicted, len(splits.class_names), settings_from(cfg))
+    except RuntimeError as err:  # a backbone Captum cannot differentiate or perturb: the run itself stands
+        reason = first_line(str(err))[:500]
+        log.warning("interpret: no attribution maps: %s", reason)
+        run.set_tags({"interpret.skipped": reason})
+        return
+    run.log_metrics(attributions.metrics, step=0)
+    names = splits.class_names
+    run.log_figure(figures.method_maps(attributions, names), "interpret/maps.png")
+    run.log_figure(figures.class_means(attributions, names), "interpret/class_mean_ig.png")
+    run.log_figure(figures.mistakes(attributions, names), "interpret/misclassified.png")
+    log.info("interpret: attribution maps logged under interpret/ (%.1f s)", time.perf_counter() - started)
