@@ -75,6 +75,10 @@ def test_every_variant_is_measured_logged_and_loads_with_its_logged_accuracy(
     if family != "cnn":
         assert "static int8 is for convolutions" in run.data.tags["compress.skipped.int8_static"]
     assert metrics["compress/fp32/test_acc"] == pytest.approx(metrics["test/acc"])
+    assert metrics["compress/fp32/attribution_agreement"] == pytest.approx(1.0)
+    for name in EXPECTED[family]:  # every variant, whatever its format, explained by Occlusion
+        assert -1.0 <= metrics[f"compress/{name}/attribution_agreement"] <= 1.0 + 1e-9, name
+    assert metrics["compress/fp16/attribution_agreement"] > 0.9  # the same model, to half precision
     assert metrics["compress/int8_dynamic/size_ratio"] > 1.5
     assert metrics["compress/pruned80/gzip_ratio"] > metrics["compress/pruned50/gzip_ratio"] > 1.0
     artifacts = {a.path for a in store.list_artifacts(result.run_id, "compression")}

@@ -14,6 +14,7 @@ from conftest import run_training, store_client
 from pipeline.config.compose import compose_config, stored_config
 from pipeline.data.splits import Split
 from pipeline.interpret import figures
+from pipeline.interpret.agreement import attribution_agreement, cosine_agreement
 from pipeline.interpret.attributions import Settings, choose, explain
 from pipeline.sweeps.parent_run import PARENT_RUN_ENV
 from pipeline.workflows.attributions import attributions_wanted
@@ -119,3 +120,28 @@ def test_every_model_family_logs_attribution_maps(family: str, tiny: list[str], 
     assert "interpret.skipped" not in run.data.tags
     logged = {artifact.path for artifact in client.list_artifacts(result.run_id, "interpret")}
     assert logged == {"interpret/maps.png", "interpret/class_mean_ig.png", "interpret/misclassified.png"}
+
+
+class LooksAlsoAtTheOtherCorner(nn.Module):
+    """Decides as LooksAtOneCorner does (both logits move together), but both logits mostly follow the bottom-right corner."""
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        corner = images[:, :, :8, :8].flatten(1).sum(1)
+        other = images[:, :, -8:, -8:].flatten(1).sum(1) * 5
+        return torch.stack([20.0 + other, corner + other], dim=1)
+
+
+def test_agreement_is_one_for_the_same_model_and_low_for_one_that_looks_elsewhere() -> None:
+    test = corner_images(16)
+    original = LooksAtOneCorner()
+    scores = attribution_agreement(
+        {"fp32": original, "copy": LooksAtOneCorner(), "elsewhere": LooksAlsoAtTheOtherCorner()}, "fp32", test, seed=0
+    )
+    assert scores["fp32"] == scores["copy"] == pytest.approx(1.0)
+    assert scores["elsewhere"] < 0.5
+    predictions = {
+        name: model(test.images).argmax(1) for name, model in (("a", original), ("b", LooksAlsoAtTheOtherCorner()))
+    }
+    assert torch.equal(predictions["a"], predictions["b"])  # as accurate: only the attributions tell them apart
+    assert cosine_agreement(torch.ones(2, 3, 3), -torch.ones(2, 3, 3)) == pytest.approx(-1.0)
+    assert cosine_agreement(torch.zeros(2, 3, 3), torch.zeros(2, 3, 3)) == 1.0

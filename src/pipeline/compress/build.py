@@ -22,6 +22,7 @@ from pipeline.compress.variants import (
     nondeterministic_kernels_allowed,
 )
 from pipeline.data.splits import ImageSplits
+from pipeline.interpret.agreement import attribution_agreement
 from pipeline.progress import progress
 
 VARIANT_KINDS = ("fp16", "bf16", "pruned", "int8_static", "int8_dynamic", "pruned_int8", "onnx", "onnx_int8")
@@ -47,6 +48,7 @@ class Report:
     variants: dict[str, Variant]
     cpu: dict[str, bool] = field(default_factory=cpu_int8_features)
     threads: int = 0
+    agreement: dict[str, float] = field(default_factory=dict)  # variant -> attribution agreement with fp32
 
     def ratios(self, measurement: Measurement) -> dict[str, float]:
         """Each figure against the fp32 original (>1 means smaller or faster)."""
@@ -129,13 +131,17 @@ def build_variants(
 
 
 def compress(model: nn.Module, splits: ImageSplits, settings: Settings, workdir: Path) -> Report:
-    """Build, then measure every variant on the test split at a fixed thread count."""
+    """Build, then measure every variant on the test split at a fixed thread count, and compare what each looks at."""
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(settings.threads)
     try:
         with nondeterministic_kernels_allowed():
             variants, skipped = build_variants(model, splits, settings, workdir)
             measurements = measure(variants, splits.test, settings.latency_repeats)
+            agreement = attribution_agreement(
+                {variant.name: variant.predict for variant in variants}, "fp32", splits.test, settings.seed
+            )
     finally:
         torch.set_num_threads(previous_threads)
-    return Report(measurements, skipped, {variant.name: variant for variant in variants}, threads=settings.threads)
+    by_name = {variant.name: variant for variant in variants}
+    return Report(measurements, skipped, by_name, threads=settings.threads, agreement=agreement)

@@ -8,6 +8,7 @@ dynamically quantized modules are pickled; ONNX models use MLflow's onnx flavor.
 
 from __future__ import annotations
 
+import math
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -89,22 +90,26 @@ def _rows(report: Report) -> list[dict[str, Any]]:
             "latency_b1_ms": measurement.latency_b1_ms,
         }
         row.update(report.ratios(measurement))
+        row["attribution_agreement"] = report.agreement.get(measurement.name, math.nan)
         rows.append(row)
     return rows
 
 
 def format_table(report: Report) -> str:
     """The variants as a fixed-width text table (also printed by the benchmark script)."""
-    header = f"{'variant':16} {'acc':>7} {'Δacc':>7} {'size':>10} {'gzip':>10} {'size x':>7} {'gzip x':>7} {'b256 ms':>9} {'b1 ms':>8} {'b256 x':>7}"
+    header = f"{'variant':16} {'acc':>7} {'Δacc':>7} {'size':>10} {'gzip':>10} {'size x':>7} {'gzip x':>7} {'b256 ms':>9} {'b1 ms':>8} {'b256 x':>7} {'attr':>6}"
     lines = [header]
     for row in _rows(report):
         lines.append(
             f"{row['variant']:16} {row['test_acc']:7.4f} {row['acc_delta'] * 100:+6.2f}p {row['size_bytes']:10d} "
             f"{row['gzip_bytes']:10d} {row['size_ratio']:7.2f} {row['gzip_ratio']:7.2f} {row['latency_b256_ms']:9.2f} "
-            f"{row['latency_b1_ms']:8.3f} {row['speedup_b256']:7.2f}"
+            f"{row['latency_b1_ms']:8.3f} {row['speedup_b256']:7.2f} {row['attribution_agreement']:6.3f}"
         )
     lines += [f"{name:16} skipped: {reason}" for name, reason in report.skipped.items()]
     return "\n".join(lines)
+
+
+LOOKS_ELSEWHERE = 0.95  # attribution agreement with fp32 below which the figure labels a variant with it
 
 
 def _tradeoff_figure(rows: list[dict[str, Any]]) -> Any:
@@ -123,7 +128,10 @@ def _tradeoff_figure(rows: list[dict[str, Any]]) -> Any:
     for axis, (key, label, formatter) in zip(axes, panels, strict=True):
         points: dict[tuple[float, float], list[str]] = {}
         for row in rows:
-            points.setdefault((float(f"{row[key]:.2g}"), round(row["test_acc"] * 100, 1)), []).append(row["variant"])
+            label = row["variant"]
+            if row["attribution_agreement"] < LOOKS_ELSEWHERE:  # as accurate, maybe, but not for the same reasons
+                label += f" (attr {row['attribution_agreement']:.2f})"
+            points.setdefault((float(f"{row[key]:.2g}"), round(row["test_acc"] * 100, 1)), []).append(label)
         for (x, y), names in points.items():
             axis.scatter(x, y, s=45)
             axis.annotate(", ".join(names), (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8)
@@ -159,7 +167,7 @@ def log_report(
     metrics = {}
     for row in rows:
         for key, value in row.items():
-            if key not in ("variant", "format"):
+            if key not in ("variant", "format") and not math.isnan(value):
                 metrics[f"compress/{row['variant']}/{key}"] = float(value)
     if ledger is not None:
         metrics = ledger.new_metrics(metrics, step=0)
