@@ -59,6 +59,10 @@ def test_each_model_family_trains_and_lands_whole_in_the_store(
     ]
     assert run.data.metrics["test/acc"] == pytest.approx(result.test_metrics["test/acc"])
     assert {"val/loss", "train/acc", "test/loss", "best/val_acc"} <= set(run.data.metrics)
+    metrics = run.data.metrics
+    assert metrics["test/acc_ci95_low"] <= metrics["test/acc"] <= metrics["test/acc_ci95_high"]
+    if 0 < metrics["test/acc"] < 1:  # 64 test images: a wide interval
+        assert metrics["test/acc_ci95_high"] - metrics["test/acc_ci95_low"] > 0.05
 
     # data set inputs with content digests
     inputs = {i.dataset.name: i for i in run.inputs.dataset_inputs}

@@ -31,6 +31,7 @@ from pipeline.data.datamodule import ImageDataModule
 from pipeline.data.splits import ImageSplits
 from pipeline.distributed import launched_rank
 from pipeline.errors import CheckpointError, TrainingDiverged, first_line
+from pipeline.evaluation import bootstrap_interval
 from pipeline.failpoints import failpoint
 from pipeline.hardware import auto_precision, cpu_features
 from pipeline.interrupts import deferred, signals_raise
@@ -246,9 +247,11 @@ def log_results(
     the model; its URI if logged."""
     histories = run.metric_histories(CURVES)
     # the checkpoint's monitor; read from the store because ddp_spawn leaves the score in its workers
-    run.log_metrics({"best/val_acc": max(value for _, value in histories["val/acc"])}, step=trainer.global_step)
     predicted = figures.predictions(task.model, splits.test.images)
     test, names = splits.test, splits.class_names
+    low, high = bootstrap_interval(predicted == test.labels, cfg.seed)  # what test/acc is worth on this many images
+    best = {"best/val_acc": max(value for _, value in histories["val/acc"])}
+    run.log_metrics({**best, "test/acc_ci95_low": low, "test/acc_ci95_high": high}, step=trainer.global_step)
     run.log_figure(figures.learning_curves(histories), "figures/learning_curves.png")
     run.log_figure(figures.confusion_matrix(test.labels, predicted, names), "figures/confusion_matrix.png")
     run.log_figure(figures.misclassified(test.images, test.labels, predicted, names), "figures/misclassified.png")
