@@ -97,6 +97,7 @@ def test_a_run_its_variants_and_registered_versions_score_as_logged_and_bad_inpu
     } <= artifacts
     report = client.download_artifacts(own, "eval/report.txt", str(output_root.parent))
     assert "95% interval" in Path(report).read_text()
+    assert run.data.tags["mlflow.note.content"].startswith(f"### Evaluation of `{run_id}`")
 
     versions = {v.tags["variant"]: v.version for v in client.search_model_versions("name = 'digits-cnn'")}
     client.set_registered_model_alias("digits-cnn", "candidate", versions["int8_static"])

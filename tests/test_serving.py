@@ -51,6 +51,8 @@ def test_the_best_model_of_a_sweep_is_registered_and_served_by_alias(tmp_path: P
         assert ("compress/fp16/test_acc" in trial.data.metrics) is is_best
         assert trial.info.status == "FINISHED"
         assert trial.data.tags.get("sweep.deferred") == (None if is_best else "model,compression")  # done at the end
+        if is_best:  # its description, rewritten once the sweep's end compressed it
+            assert "| fp16 |" in trial.data.tags["mlflow.note.content"]
 
     mlflow.set_tracking_uri(uri)
     images = np.random.default_rng(0).random((4, 1, 28, 28), dtype=np.float32)

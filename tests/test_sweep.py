@@ -55,6 +55,11 @@ def test_grid_multirun_of_four_trials_gives_four_children_under_one_parent(tmp_p
         "sweep/objective_by_parameter.png",
     ]
     assert f"sweep:   parent run {parent.info.run_id}; 4 trials, best {best.info.run_id}" in done.stdout
+    description = parent.data.tags["mlflow.note.content"]  # the parent's Overview in the MLflow UI
+    assert "### Sweep of 4 trials (4 finished)" in description
+    assert f"[{best.info.run_id}](#/experiments/{parent.info.experiment_id}/runs/{best.info.run_id})" in description
+    assert f"| optimizer.lr | {best.data.params['optimizer.lr']} |" in description
+    assert f"| model | {best.data.tags['choice.model']} |" in description
 
 
 @pytest.mark.slow

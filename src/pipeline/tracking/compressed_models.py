@@ -76,7 +76,7 @@ def log_variant_model(variant: Variant, example: torch.Tensor, config_yaml: str,
     return info.model_uri
 
 
-def _rows(report: Report) -> list[dict[str, Any]]:
+def variant_rows(report: Report) -> list[dict[str, Any]]:
     rows = []
     for measurement in report.measurements:
         row = {
@@ -99,7 +99,7 @@ def format_table(report: Report) -> str:
     """The variants as a fixed-width text table (also printed by the benchmark script)."""
     header = f"{'variant':16} {'acc':>7} {'Δacc':>7} {'size':>10} {'gzip':>10} {'size x':>7} {'gzip x':>7} {'b256 ms':>9} {'b1 ms':>8} {'b256 x':>7} {'attr':>6}"
     lines = [header]
-    for row in _rows(report):
+    for row in variant_rows(report):
         lines.append(
             f"{row['variant']:16} {row['test_acc']:7.4f} {row['acc_delta'] * 100:+6.2f}p {row['size_bytes']:10d} "
             f"{row['gzip_bytes']:10d} {row['size_ratio']:7.2f} {row['gzip_ratio']:7.2f} {row['latency_b256_ms']:9.2f} "
@@ -163,7 +163,7 @@ def log_report(
     """
     import matplotlib.pyplot as plt
 
-    rows = _rows(report)
+    rows = variant_rows(report)
     metrics = {}
     for row in rows:
         for key, value in row.items():

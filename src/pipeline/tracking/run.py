@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
@@ -28,6 +28,7 @@ from pipeline.data.splits import ImageSplits
 from pipeline.errors import DiskFull, RunInterrupted, TrackingError, disk_full, first_line
 from pipeline.interrupts import received_signal
 from pipeline.provenance import GitState
+from pipeline.run_summary import training_summary
 from pipeline.tracking.ledger import RunLedger
 from pipeline.tracking.logger import MlflowBatchLogger
 from pipeline.tracking.mlflow_internals import requirements_from_this_environment
@@ -39,7 +40,14 @@ from pipeline.tracking.system_metrics import SystemMetrics
 # MLflow's datasets table stores digests of at most 36 characters; the full SHA-256 is a tag.
 _DATASET_DIGEST_CHARS = 32
 _SPLIT_CONTEXTS = {"train": "training", "val": "validation", "test": "testing"}
-LOG_FILES_TAG = "log_files"  # the log file of each process that worked on the run, one per line
+LOG_FILES_TAG = "log_files"
+DESCRIPTION_TAG = "mlflow.note.content"  # the Markdown the MLflow UI shows on a run's Overview
+FIGURE_FOLDERS = (
+    "figures",
+    "interpret",
+    "compression",
+    "eval",
+)  # the log file of each process that worked on the run, one per line
 
 
 def _log_input_shared(dataset: Any, context: str, tags: dict[str, str], attempts: int = 3) -> None:
@@ -280,6 +288,20 @@ class TrackedRun:
             key: [(point.step, point.value) for point in self.client.get_metric_history(self.run_id, key)]
             for key in keys
         }
+
+    def describe(self, title: str, variants: Sequence[Mapping[str, Any]] = ()) -> None:
+        """The run's Markdown description (its Overview in the MLflow UI), from what the store now holds."""
+        figures = [
+            artifact.path
+            for folder in FIGURE_FOLDERS
+            for artifact in self.client.list_artifacts(self.run_id, folder)
+            if artifact.path.endswith(".png")
+        ]
+        summary = training_summary(title, self.final_metrics(), variants, figures, self.experiment_id, self.run_id)
+        mlflow.set_tag(DESCRIPTION_TAG, summary)
+
+    def set_description(self, markdown: str) -> None:
+        mlflow.set_tag(DESCRIPTION_TAG, markdown)
 
     def log_table(self, columns: dict[str, list[Any]], artifact_file: str) -> None:
         """A table the MLflow UI shows as one (its Artifacts tab; Evaluation across runs)."""

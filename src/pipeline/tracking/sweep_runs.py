@@ -10,6 +10,8 @@ from typing import Any
 import mlflow
 from mlflow import MlflowClient
 
+from pipeline.run_summary import sweep_summary
+from pipeline.tracking.run import DESCRIPTION_TAG
 from pipeline.tracking.store import ensure_experiment, register_model
 
 PARENT_TAG = "mlflow.parentRunId"  # what the MLflow UI nests runs by
@@ -151,6 +153,11 @@ def close_parent(
     if (version := _register_best_model(uri, client, experiment_id, best.info.run_id, run_id)) is not None:
         client.set_tag(run_id, "sweep.best_model", version)
     client.log_metric(run_id, f"sweep/best_{sweep.objective.replace('/', '_')}", value)
+    best_params = {key: _swept_value(best, key) for key in swept}
+    summary = sweep_summary(
+        len(children), len(scored), sweep.objective, value, best.info.run_id, best_params, version, experiment_id
+    )
+    client.set_tag(run_id, DESCRIPTION_TAG, summary)
     points = {
         key: [(_as_number(_swept_value(child, key)), child.data.metrics[sweep.objective]) for child in scored]
         for key in swept

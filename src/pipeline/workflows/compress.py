@@ -21,7 +21,8 @@ from pipeline.data.build import load_data
 from pipeline.data.splits import ImageSplits
 from pipeline.errors import TrackingError
 from pipeline.models.build import build_model
-from pipeline.tracking.compressed_models import format_table, log_report
+from pipeline.run_summary import run_title
+from pipeline.tracking.compressed_models import format_table, log_report, variant_rows
 from pipeline.tracking.ledger import RunLedger
 from pipeline.tracking.run import TrackedRun
 from pipeline.tracking.store import resolve_tracking_uri
@@ -108,5 +109,7 @@ def compress_stored_run(run_id: str, overrides: list[str]) -> Report:
     cfg, model, splits = load_stored_model(run_id, overrides)
     with TrackedRun(
         cfg.tracking.uri, cfg.tracking.experiment, Path(cfg.paths.output_root), cfg.run_name, {}, resume_run_id=run_id
-    ):
-        return compress_and_log(cfg, model, splits, original_uri=None)
+    ) as run:
+        report = compress_and_log(cfg, model, splits, original_uri=None)
+        run.describe(run_title(cfg), variant_rows(report))
+        return report

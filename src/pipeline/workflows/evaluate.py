@@ -136,6 +136,7 @@ def evaluate_stored_model(source_text: str, overrides: list[str], variant: str |
         )
         run.log_text(OmegaConf.to_yaml(cfg), "eval/config.yaml")
         _log(run, scores, splits, logits.argmax(dim=1), text)
+        run.set_description(f"### Evaluation of `{source.given}`\n\n```\n{text}\n```\n")
     print(f"evaluation run {run.run_id} in {uri}")
     print(text)
     return Evaluation(run.run_id, source, scores)

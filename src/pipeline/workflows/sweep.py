@@ -36,6 +36,8 @@ log = logging.getLogger("pipeline")
 
 def finish_best_trial(uri: str, output_root: Path, run_id: str, deferred: list[str], compress: bool) -> None:
     """Export (and compress) the best trial's model from its best checkpoint, into its own run."""
+    from pipeline.run_summary import run_title
+    from pipeline.tracking.compressed_models import variant_rows
     from pipeline.tracking.run import TrackedRun
     from pipeline.workflows.compress import compress_and_log, load_stored_model
 
@@ -43,8 +45,12 @@ def finish_best_trial(uri: str, output_root: Path, run_id: str, deferred: list[s
     with TrackedRun(uri, cfg.tracking.experiment, output_root, cfg.run_name, {}, resume_run_id=run_id) as run:
         log.info("best trial %s: logging what its sweep deferred (%s)", run_id, ", ".join(deferred))
         model_uri = run.log_model(model, splits.test.images[:8].clone()) if "model" in deferred else None
-        if "compression" in deferred and compress:
+        report = (
             compress_and_log(cfg, model, splits, model_uri, run.ledger)
+            if "compression" in deferred and compress
+            else None
+        )
+        run.describe(run_title(cfg), variant_rows(report) if report else [])
 
 
 class SweepParentRun(Callback):

@@ -37,8 +37,10 @@ from pipeline.hardware import auto_precision, cpu_features
 from pipeline.interrupts import deferred, signals_raise
 from pipeline.models.build import build_model, parameter_counts
 from pipeline.provenance import git_state, installed_packages, runtime_versions
+from pipeline.run_summary import run_title
 from pipeline.sweeps.parent_run import parent_run_id
 from pipeline.task import ClassificationTask, build_task
+from pipeline.tracking.compressed_models import variant_rows
 from pipeline.tracking.run import TrackedRun
 from pipeline.tracking.store import resolve_tracking_uri
 from pipeline.tracking.stored_runs import fetch_run
@@ -99,8 +101,12 @@ def train(
         failpoint("test")
         export_model = cfg.tracking.log_model and not deferred
         model_uri = log_results(cfg, run, trainer, task, splits, Path(best.best_model_path), export_model)
-        if cfg.compression.enabled and not deferred:
+        report = (
             compress_and_log(cfg, task.model, splits, model_uri, run.ledger)
+            if cfg.compression.enabled and not deferred
+            else None
+        )
+        run.describe(run_title(cfg), variant_rows(report) if report else [])
         return TrainResult(run.run_id, run.uri, run.experiment_id, test_metrics, model_uri, run.final_metrics())
 
 
