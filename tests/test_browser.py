@@ -1,14 +1,17 @@
 """The MLflow UI, opened with scripts/ui.sh on a store we wrote, in headless Chromium (Debian's chromium-driver).
 
-A short run and a two-trial sweep are trained into a temp store; the test checks that the runs page lists
-them (the trials nested under their sweep), that a run's page shows its test metric, and that the
-logged figures render as images. Screenshots go to the test's folder (and to $PIPELINE_SCREENSHOTS if set).
+A short run and a two-trial sweep are trained into a temp store, and the run's model evaluated; the test
+checks that the runs page lists them (the trials nested under their sweep), that a run's page shows its
+test metric and its description, that the logged figures (attribution maps too) render as images, and
+that the evaluation run's page shows its report. Screenshots go to the test's folder (and to $PIPELINE_SCREENSHOTS if set).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,7 +23,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
-from conftest import cli_env, free_port, pipeline_train, serving
+from conftest import COMMAND_TIMEOUT_S, cli_env, free_port, pipeline_train, serving
 from pipeline.config import REPO_ROOT
 
 # Chromium without its background connections: this machine's network refuses them (docs/dependencies.md)
@@ -89,14 +92,25 @@ def close_assistant_panel(driver: WebDriver) -> None:
 def test_the_ui_shows_our_runs_metrics_and_figures(tmp_path: Path, browser: WebDriver) -> None:
     out = tmp_path / "out"
     # the embedded digits (not the synthetic set), so the screenshots show real figures
-    common = ["trainer.max_epochs=2", "compression=none", "tracking.log_model=false", f"paths.output_root={out}"]
-    for arguments in (["run_name=browser-check", *common], ["-m", "model=cnn,mlp", *common]):
+    common = ["trainer.max_epochs=2", "compression=none", f"paths.output_root={out}"]
+    single_run = ["run_name=browser-check", *common]  # its model is logged: pipeline-eval scores it below
+    for arguments in (single_run, ["-m", "model=cnn,mlp", "tracking.log_model=false", *common]):
         done = pipeline_train(*arguments, cwd=tmp_path)
         assert done.returncode == 0, done.stderr[-3000:]
     store = f"sqlite:///{out / 'mlflow.db'}"
     client = MlflowClient(store)
     experiment = client.get_experiment_by_name("digits").experiment_id
-    runs = client.search_runs([experiment])
+    (single,) = client.search_runs([experiment], "attributes.run_name = 'browser-check'")
+    evaluated = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli.evaluate", single.info.run_id, f"paths.output_root={out}"],
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=COMMAND_TIMEOUT_S,
+    )
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    evaluation_id = evaluated.stdout.split("evaluation run ")[1].split()[0]
+    runs = client.search_runs([experiment], "tags.evaluation_of IS NULL")
     (single,) = [run for run in runs if run.info.run_name == "browser-check"]
     (parent,) = [run for run in runs if run.data.tags.get("sweep.role") == "parent"]
     trials = [run for run in runs if run.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
@@ -119,6 +133,7 @@ def test_the_ui_shows_our_runs_metrics_and_figures(tmp_path: Path, browser: WebD
         text = wait_for_text(browser, "browser-check", "Metrics", "test/acc")
         assert browser.title == f"Run {single.info.run_id} - MLflow"
         assert f"test/acc\n{test_acc:g}" in text or f"test/acc\n{test_acc!r}" in text
+        wait_for_text(browser, "Test accuracy", "95% interval", "figures/learning_curves")  # its description, rendered
         close_assistant_panel(browser)
         screenshot(browser, tmp_path, "run.png")
 
@@ -133,3 +148,18 @@ def test_the_ui_shows_our_runs_metrics_and_figures(tmp_path: Path, browser: WebD
             shown |= new_figure
             close_assistant_panel(browser)
             screenshot(browser, tmp_path, f"figure-{figure}.png")
+
+        browser.get("about:blank")  # a fresh page: the tree of the page before would keep `interpret` folded
+        browser.get(f"{url}/#/experiments/{experiment}/runs/{single.info.run_id}/artifacts/interpret/maps.png")
+        wait_for_text(browser, "maps.png")
+        browser.find_element(By.XPATH, "//*[text()='maps.png']").click()  # in the artifact tree
+        wait_for_text(browser, "interpret/maps.png")
+        WebDriverWait(browser, 60).until(lambda d: figure_images(d) - shown)  # the attribution maps, decoded
+        close_assistant_panel(browser)
+        screenshot(browser, tmp_path, "figure-interpret-maps.png")
+
+        browser.get(f"{url}/#/experiments/{experiment}/runs/{evaluation_id}")
+        wait_for_text(browser, f"Evaluation of {single.info.run_id}", "95% interval", "macro F1")
+        assert browser.title == f"Run {evaluation_id} - MLflow"
+        close_assistant_panel(browser)
+        screenshot(browser, tmp_path, "evaluation.png")

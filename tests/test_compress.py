@@ -84,7 +84,7 @@ def test_every_variant_is_measured_logged_and_loads_with_its_logged_accuracy(
         "| variant | test acc |" in description
         and f"| int8_dynamic | {metrics['compress/int8_dynamic/test_acc']:.4f} |" in description
     )
-    assert "[tradeoff](" in description
+    assert "[compression/tradeoff](" in description
     assert metrics["compress/int8_dynamic/size_ratio"] > 1.5
     assert metrics["compress/pruned80/gzip_ratio"] > metrics["compress/pruned50/gzip_ratio"] > 1.0
     artifacts = {a.path for a in store.list_artifacts(result.run_id, "compression")}

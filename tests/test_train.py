@@ -67,8 +67,8 @@ def test_each_model_family_trains_and_lands_whole_in_the_store(
     assert (
         f"Test accuracy **{metrics['test/acc']:.4f}** (95% interval {metrics['test/acc_ci95_low']:.4f}" in description
     )
-    figure_route = f"#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}/artifactPath/figures"
-    assert f"[learning curves]({figure_route}/learning_curves.png)" in description
+    figure_route = f"#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}/artifacts/figures"
+    assert f"[figures/learning_curves]({figure_route}/learning_curves.png)" in description
 
     # data set inputs with content digests
     inputs = {i.dataset.name: i for i in run.inputs.dataset_inputs}

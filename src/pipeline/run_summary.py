@@ -16,8 +16,8 @@ def run_title(cfg: Any) -> str:
 
 
 def artifact_link(experiment_id: str, run_id: str, path: str) -> str:
-    name = path.rsplit("/", 1)[-1].removesuffix(".png").replace("_", " ")
-    return f"[{name}](#/experiments/{experiment_id}/runs/{run_id}/artifactPath/{path})"
+    name = path.removesuffix(".png")  # the folder too: figures/misclassified and interpret/misclassified differ
+    return f"[{name}](#/experiments/{experiment_id}/runs/{run_id}/artifacts/{path})"
 
 
 def _variants_table(rows: Sequence[Mapping[str, Any]]) -> list[str]:
