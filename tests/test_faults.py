@@ -132,6 +132,29 @@ def test_an_empty_store_left_half_migrated_is_created_anew(tmp_path: Path) -> No
 
 
 @pytest.mark.slow
+def test_a_sweep_killed_while_creating_its_store_opens_it_again(tmp_path: Path) -> None:
+    """The sweep's parent run is the first to open a new store: it repairs an interrupted creation first."""
+    db = tmp_path / "mlflow.db"
+    uri = _new_store(db, with_run=False)
+    _sql(db, "create table _alembic_tmp_jobs (id varchar)", "update alembic_version set version_num = 'a8c4a736bde6'")
+    script = (
+        "import sys\nfrom pathlib import Path\nfrom omegaconf import OmegaConf\n"
+        "from pipeline.tracking.sweep_runs import open_parent\n"
+        "sweep = OmegaConf.create({'objective': 'best/val_acc', 'direction': 'maximize'})\n"
+        "print(open_parent(sys.argv[1], 'digits', Path(sys.argv[2]), ['model=cnn,mlp'], sweep))"
+    )
+    opened = subprocess.run(
+        [sys.executable, "-c", script, uri, str(tmp_path)], env=cli_env(), capture_output=True, text=True, timeout=120
+    )
+    assert opened.returncode == 0, opened.stderr[-3000:]
+    with sqlite3.connect(db) as store:  # this process's MlflowClient would still read the store it replaced
+        role = store.execute(
+            "select value from tags where key = 'sweep.role' and run_uuid = ?", (opened.stdout.split()[-1],)
+        )
+        assert role.fetchall() == [("parent",)]
+
+
+@pytest.mark.slow
 def test_leftover_scratch_tables_of_a_finished_migration_are_dropped_and_the_runs_kept(tmp_path: Path) -> None:
     db = tmp_path / "mlflow.db"
     uri = _new_store(db, with_run=True)

@@ -26,8 +26,10 @@ def open_parent(
 
     An Optuna sweep names its ``study``: running the same sweep again reopens that study's parent.
     """
-    client = MlflowClient(tracking_uri=uri)
+    # the store first: an MlflowClient migrates a store as it is made, without the lock or the repair of
+    # an interrupted creation (a sweep killed while creating it could not be resumed)
     experiment_id = ensure_experiment(uri, experiment, output_root)
+    client = MlflowClient(tracking_uri=uri)
     if study is not None:
         found = client.search_runs([experiment_id], filter_string=f"tags.`sweep.study` = '{study}'", max_results=1)
         if found:
