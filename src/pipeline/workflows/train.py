@@ -252,10 +252,10 @@ def log_results(
     """The best validation accuracy, the figures and attribution maps, the checkpoint, the profiler's reports and
     the model; its URI if logged."""
     histories = run.metric_histories(CURVES)
-    # the checkpoint's monitor; read from the store because ddp_spawn leaves the score in its workers
     predicted = figures.predictions(task.model, splits.test.images)
     test, names = splits.test, splits.class_names
     low, high = bootstrap_interval(predicted == test.labels, cfg.seed)  # what test/acc is worth on this many images
+    # the checkpoint's monitor; read from the store because ddp_spawn leaves the score in its workers
     best = {"best/val_acc": max(value for _, value in histories["val/acc"])}
     run.log_metrics({**best, "test/acc_ci95_low": low, "test/acc_ci95_high": high}, step=trainer.global_step)
     run.log_figure(figures.learning_curves(histories), "figures/learning_curves.png")
