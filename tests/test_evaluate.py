@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ from mlflow import MlflowClient
 
 from conftest import COMMAND_TIMEOUT_S, TINY_DATA, cli_env, run_training, store_client
 from pipeline.cli.evaluate import main as evaluate_main
+from pipeline.cli.explain import main as explain_main
 from pipeline.evaluation import bootstrap_interval, score
 from pipeline.workflows.evaluate import EVALUATION_OF
 
@@ -157,7 +159,7 @@ def check_bad_input(output_root: Path, run_id: str, capsys: pytest.CaptureFixtur
 
 @pytest.mark.slow
 @pytest.mark.parametrize("family", ["rnn", "transformer", "mlp"])
-def test_every_model_family_evaluates_as_it_tested(
+def test_every_model_family_evaluates_as_it_tested_and_explains_through_its_exported_model(
     family: str, output_root: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     result = run_training(tiny_overrides(output_root, f"model={family}", "compression=none"))
@@ -166,3 +168,9 @@ def test_every_model_family_evaluates_as_it_tested(
     metrics = evaluation_metrics(client, evaluated)
     assert metrics["eval/acc"] == pytest.approx(client.get_run(result.run_id).data.metrics["test/acc"], abs=1e-6)
     assert client.get_run(evaluated).info.status == "FINISHED"
+    # gradients flow through the stored (torch.export) model: an LSTM, attention and plain layers alike
+    explain_main([result.run_id, f"paths.output_root={output_root}", "interpret.ig_steps=8"])
+    explained = capsys.readouterr().out.split("evaluation run ")[1].split()[0]
+    run = client.get_run(explained)
+    assert run.data.tags["interpret.methods"] == "Saliency, Integrated Gradients, Occlusion"
+    assert math.isfinite(run.data.metrics["interpret/ig_convergence_delta"])

@@ -61,6 +61,14 @@ def training_summary(
     return "\n".join(lines) + "\n"
 
 
+def evaluation_summary(title: str, report: str, figures: Sequence[str], experiment_id: str, run_id: str) -> str:
+    """An evaluation run's report (accuracy with its interval, per-class table) and links to its figures."""
+    lines = [f"### {title}", "", "```", report, "```"]
+    if figures:
+        lines += ["", "Figures: " + " · ".join(artifact_link(experiment_id, run_id, path) for path in figures)]
+    return "\n".join(lines) + "\n"
+
+
 def sweep_summary(
     trials: int,
     finished: int,

@@ -1,4 +1,4 @@
-"""The entry points: `pipeline-train`, `pipeline-rerun`, `pipeline-compress`.
+"""The entry points: `pipeline-train`, `pipeline-rerun`, `pipeline-compress`, `pipeline-eval`, `pipeline-explain`.
 
 A thin layer: each one parses and checks its input with nothing heavier than Hydra and
 OmegaConf, so a bad override is one line before torch, Lightning or MLflow is imported; then it

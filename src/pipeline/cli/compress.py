@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import sys
-
 from pipeline.cli import import_user_code_from_here
 from pipeline.cli.arguments import overrides_of, stored_run_parser
-from pipeline.cli.teardown import quick_exit
-from pipeline.errors import PipelineError
+from pipeline.cli.teardown import bad_input_exits, quick_exit
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -19,14 +16,10 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_intermixed_args(argv)
     import_user_code_from_here()
-    with quick_exit():
-        try:
-            from pipeline.workflows.compress import compress_stored_run  # torch, MLflow: once the command line parsed
+    with quick_exit(), bad_input_exits():
+        from pipeline.workflows.compress import compress_stored_run  # torch, MLflow: once the command line parsed
 
-            compress_stored_run(args.run_id, overrides_of(args))
-        except PipelineError as err:
-            print(f"error: {err}", file=sys.stderr)
-            raise SystemExit(2) from None
+        compress_stored_run(args.run_id, overrides_of(args))
 
 
 if __name__ == "__main__":

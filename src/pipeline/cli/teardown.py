@@ -1,4 +1,4 @@
-"""A quick exit for processes that imported torch, Lightning and MLflow.
+"""How a command ends: a quick exit for processes that imported torch, Lightning and MLflow; bad input as one line.
 
 The interpreter's last act is a full garbage collection that walks every object those imports
 created: 2.7 s of a tiny run's 23 s on 2 cores (docs/dependencies.md, "Start-up and exit").
@@ -10,8 +10,11 @@ atexit handler, flush and finalizer runs as usual.
 from __future__ import annotations
 
 import gc
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+
+from pipeline.errors import PipelineError
 
 
 @contextmanager
@@ -22,3 +25,13 @@ def quick_exit() -> Iterator[None]:
     finally:
         gc.collect(1)
         gc.freeze()
+
+
+@contextmanager
+def bad_input_exits() -> Iterator[None]:
+    """A PipelineError (bad input: a run, model, override or data that does not fit) ends the command: one line, exit 2."""
+    try:
+        yield
+    except PipelineError as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None

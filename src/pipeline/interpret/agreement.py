@@ -9,14 +9,13 @@ variant that is as accurate but looks elsewhere shows a lower number.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 import torch
-from captum.attr import Occlusion
 
 from pipeline.data.splits import Split
+from pipeline.interpret.attributions import Forward, occlusion
 
-Forward = Callable[[torch.Tensor], torch.Tensor]  # float images in [0, 1] -> logits
 PER_CLASS = 2  # probe images of each class
 WINDOW, STRIDE = 4, 2  # Occlusion's square patch and step, in pixels (as the interpret defaults)
 
@@ -31,15 +30,7 @@ def probe_images(test: Split, seed: int) -> torch.Tensor:
 
 def occlusion_maps(forward: Forward, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """N x H x W: how much blanking each patch lowers the target logit (summed over channels)."""
-    channels = images.shape[1]
-    maps = Occlusion(forward).attribute(
-        images,
-        sliding_window_shapes=(channels, WINDOW, WINDOW),
-        strides=(channels, STRIDE, STRIDE),
-        target=targets,
-        perturbations_per_eval=32,
-    )
-    return maps.float().sum(1)
+    return occlusion(forward, images, targets, WINDOW, STRIDE).float().sum(1)
 
 
 def cosine_agreement(reference: torch.Tensor, other: torch.Tensor) -> float:

@@ -25,6 +25,7 @@ DIVERGING = matplotlib.colormaps["RdBu_r"].with_extremes(bad="white")
 GRAY = matplotlib.colormaps["gray"].with_extremes(bad="white")
 GAP = 3  # pixels between tiles
 COLUMNS = 10  # tiles per row at most
+SHORT = {"Integrated Gradients": "IG", "Occlusion": "Occlusion"}  # row labels of a method
 SCALE_NOTE = "red raises the class's logit, blue lowers it; each map scaled to its largest magnitude"
 
 
@@ -99,7 +100,7 @@ def _names(examples: Examples, class_names: Sequence[str]) -> list[str]:
 
 
 def method_maps(attributions: Attributions, class_names: Sequence[str]) -> Figure:
-    """Each chosen test image and its Saliency, Integrated Gradients and Occlusion maps, toward the predicted class."""
+    """Each chosen test image and its maps (Saliency, Integrated Gradients, Occlusion), toward the predicted class."""
     examples = attributions.examples
     rows = [("input", pictures(examples.images), False)]
     rows += [(name, scaled(maps), True) for name, maps in attributions.maps.items()]
@@ -111,17 +112,18 @@ def method_maps(attributions: Attributions, class_names: Sequence[str]) -> Figur
 
 
 def class_means(attributions: Attributions, class_names: Sequence[str]) -> Figure:
-    """The mean Integrated Gradients map of each class, over correctly classified test images."""
+    """The mean map of each class (Integrated Gradients, or Occlusion), over correctly classified test images."""
     labels = [f"{name}\n({count})" for name, count in zip(class_names, attributions.class_counts, strict=True)]
+    method = attributions.method
     return grid(
-        [("mean IG", scaled(attributions.class_means), True)],
+        [(f"mean\n{SHORT[method]}", scaled(attributions.class_means), True)],
         labels,
-        f"Mean Integrated Gradients per class over correctly classified test images (in brackets: how many)\n{SCALE_NOTE}",
+        f"Mean {method} per class over correctly classified test images (in brackets: how many)\n{SCALE_NOTE}",
     )
 
 
 def mistakes(attributions: Attributions, class_names: Sequence[str]) -> Figure:
-    """Each misclassified image with its Integrated Gradients toward the predicted and toward the true class."""
+    """Each misclassified image with its map (Integrated Gradients, or Occlusion) toward the predicted and the true class."""
     wrong = attributions.mistakes
     labels = [
         f"true {class_names[int(true)]}\npred {class_names[int(guess)]}"
@@ -133,7 +135,7 @@ def mistakes(attributions: Attributions, class_names: Sequence[str]) -> Figure:
         ("toward\ntrue", scaled(attributions.toward_true), True),
     ]
     title = (
-        f"Misclassified test images: Integrated Gradients toward the predicted and the true class\n{SCALE_NOTE}"
+        f"Misclassified test images: {attributions.method} toward the predicted and the true class\n{SCALE_NOTE}"
         if len(wrong.labels)
         else "No misclassified test images"
     )

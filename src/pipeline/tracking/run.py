@@ -40,14 +40,9 @@ from pipeline.tracking.system_metrics import SystemMetrics
 # MLflow's datasets table stores digests of at most 36 characters; the full SHA-256 is a tag.
 _DATASET_DIGEST_CHARS = 32
 _SPLIT_CONTEXTS = {"train": "training", "val": "validation", "test": "testing"}
-LOG_FILES_TAG = "log_files"
+LOG_FILES_TAG = "log_files"  # the log file of each process that worked on the run, one per line
 DESCRIPTION_TAG = "mlflow.note.content"  # the Markdown the MLflow UI shows on a run's Overview
-FIGURE_FOLDERS = (
-    "figures",
-    "interpret",
-    "compression",
-    "eval",
-)  # the log file of each process that worked on the run, one per line
+FIGURE_FOLDERS = ("figures", "interpret", "compression", "eval")  # where a run's figures are, in the order shown
 
 
 def _log_input_shared(dataset: Any, context: str, tags: dict[str, str], attempts: int = 3) -> None:
@@ -289,15 +284,20 @@ class TrackedRun:
             for key in keys
         }
 
-    def describe(self, title: str, variants: Sequence[Mapping[str, Any]] = ()) -> None:
-        """The run's Markdown description (its Overview in the MLflow UI), from what the store now holds."""
-        figures = [
+    def figure_paths(self) -> list[str]:
+        """The run's figures in the store (artifact paths)."""
+        return [
             artifact.path
             for folder in FIGURE_FOLDERS
             for artifact in self.client.list_artifacts(self.run_id, folder)
             if artifact.path.endswith(".png")
         ]
-        summary = training_summary(title, self.final_metrics(), variants, figures, self.experiment_id, self.run_id)
+
+    def describe(self, title: str, variants: Sequence[Mapping[str, Any]] = ()) -> None:
+        """The run's Markdown description (its Overview in the MLflow UI), from what the store now holds."""
+        summary = training_summary(
+            title, self.final_metrics(), variants, self.figure_paths(), self.experiment_id, self.run_id
+        )
         mlflow.set_tag(DESCRIPTION_TAG, summary)
 
     def set_description(self, markdown: str) -> None:

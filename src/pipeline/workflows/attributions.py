@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 
 import torch
 from omegaconf import DictConfig
@@ -15,7 +16,7 @@ from omegaconf import DictConfig
 from pipeline.data.splits import ImageSplits
 from pipeline.errors import first_line
 from pipeline.interpret import figures
-from pipeline.interpret.attributions import Settings, explain
+from pipeline.interpret.attributions import Attributions, Settings, explain
 from pipeline.sweeps.parent_run import parent_run_id
 from pipeline.tracking.run import TrackedRun
 
@@ -40,21 +41,26 @@ def settings_from(cfg: DictConfig) -> Settings:
     )
 
 
+def log_maps(run: TrackedRun, attributions: Attributions, class_names: Sequence[str]) -> None:
+    """The attributions' quality metrics, and their figures under interpret/."""
+    run.log_metrics(attributions.metrics, step=0)
+    mean_figure = "class_mean_ig" if attributions.method == "Integrated Gradients" else "class_mean_occlusion"
+    run.log_figure(figures.method_maps(attributions, class_names), "interpret/maps.png")
+    run.log_figure(figures.class_means(attributions, class_names), f"interpret/{mean_figure}.png")
+    run.log_figure(figures.mistakes(attributions, class_names), "interpret/misclassified.png")
+
+
 def log_attributions(
     cfg: DictConfig, run: TrackedRun, model: torch.nn.Module, splits: ImageSplits, predicted: torch.Tensor
 ) -> None:
     """Saliency, Integrated Gradients and Occlusion maps of chosen test images, class means, mistakes; their quality."""
     started = time.perf_counter()
     try:
-        attributions = explain(model, splits.test, predicted, len(splits.class_names), settings_from(cfg))
+        attributions = explain(model.eval(), splits.test, predicted, len(splits.class_names), settings_from(cfg))
     except RuntimeError as err:  # a backbone Captum cannot differentiate or perturb: the run itself stands
         reason = first_line(str(err))[:500]
         log.warning("interpret: no attribution maps: %s", reason)
         run.set_tags({"interpret.skipped": reason})
         return
-    run.log_metrics(attributions.metrics, step=0)
-    names = splits.class_names
-    run.log_figure(figures.method_maps(attributions, names), "interpret/maps.png")
-    run.log_figure(figures.class_means(attributions, names), "interpret/class_mean_ig.png")
-    run.log_figure(figures.mistakes(attributions, names), "interpret/misclassified.png")
+    log_maps(run, attributions, splits.class_names)
     log.info("interpret: attribution maps logged under interpret/ (%.1f s)", time.perf_counter() - started)

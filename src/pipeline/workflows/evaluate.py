@@ -8,11 +8,13 @@ before the evaluation run opens, so bad input leaves nothing RUNNING in the stor
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from pipeline import figures
 from pipeline.config.compose import store_location, stored_config
@@ -22,10 +24,11 @@ from pipeline.data.splits import ImageSplits
 from pipeline.errors import DataError
 from pipeline.evaluation import Scores, score
 from pipeline.interrupts import signals_raise
+from pipeline.run_summary import evaluation_summary
 from pipeline.tracking.model_sources import ModelSource, StoredClassifier, find_model
 from pipeline.tracking.run import TrackedRun
 from pipeline.tracking.store import resolve_tracking_uri
-from pipeline.tracking.stored_runs import fetch_run
+from pipeline.tracking.stored_runs import StoredRun, fetch_run
 
 EVALUATION_OF = "evaluation_of"  # tag: the run whose model an evaluation run scored
 
@@ -103,8 +106,27 @@ def _log(run: TrackedRun, scores: Scores, splits: ImageSplits, predicted: torch.
     run.log_figure(figures.misclassified(test.images, test.labels, predicted, names), "eval/misclassified.png")
 
 
-def evaluate_stored_model(source_text: str, overrides: list[str], variant: str | None = None) -> Evaluation:
-    """Score the model ``source_text`` names on the data the overrides name; log and print the evaluation run."""
+@dataclass(frozen=True)
+class Scored:
+    """A stored model scored on a test split, before any run is opened: everything an evaluation run logs."""
+
+    source: ModelSource
+    stored: StoredRun
+    cfg: DictConfig  # the source run's config with the overrides
+    overrides: list[str]
+    splits: ImageSplits
+    classifier: StoredClassifier
+    logits: torch.Tensor
+    scores: Scores
+    report: str
+
+    @property
+    def predicted(self) -> torch.Tensor:
+        return self.logits.argmax(dim=1)
+
+
+def score_stored_model(source_text: str, overrides: list[str], variant: str | None = None) -> Scored:
+    """Find, load and score the model ``source_text`` names on the data the overrides name; PipelineError if any fails."""
     uri = resolve_tracking_uri(*store_location(overrides))
     source = find_model(uri, source_text, variant)
     stored = fetch_run(uri, source.run_id)
@@ -116,7 +138,13 @@ def evaluate_stored_model(source_text: str, overrides: list[str], variant: str |
     logits = classifier.logits(splits.test.images)
     scores = score(logits, splits.test.labels, splits.class_names, cfg.seed)
     text = report(source, cfg.data.name, scores)
+    return Scored(source, stored, cfg, overrides, splits, classifier, logits, scores, text)
 
+
+@contextmanager
+def evaluation_run(scored: Scored, purpose: str) -> Iterator[TrackedRun]:
+    """An evaluation run in the source run's experiment, holding the scores; ``purpose`` starts its name (eval, explain)."""
+    source, stored, cfg, splits = scored.source, scored.stored, scored.cfg, scored.splits
     tags = {
         EVALUATION_OF: source.run_id,
         "eval.source": source.given,
@@ -125,18 +153,30 @@ def evaluate_stored_model(source_text: str, overrides: list[str], variant: str |
         "data.name": cfg.data.name,
         "data.digest": splits.digest(),
         "data.test_digest": splits.test.digest(),
-        "overrides": " ".join(overrides),
+        "overrides": " ".join(scored.overrides),
     }
     if "model" in stored.tags:
         tags["model"] = stored.tags["model"]
-    run_name = f"eval-{stored.run_name}-{source.variant}-{cfg.data.name}"
-    with signals_raise(), TrackedRun(uri, stored.experiment, Path(cfg.paths.output_root), run_name, tags) as run:
+    run_name = f"{purpose}-{stored.run_name}-{source.variant}-{cfg.data.name}"
+    output_root = Path(cfg.paths.output_root)
+    with signals_raise(), TrackedRun(source.tracking_uri, stored.experiment, output_root, run_name, tags) as run:
         run.metrics_logger(flush_every_s=0).log_hyperparams(
             {"data": OmegaConf.to_container(cfg.data), "seed": cfg.seed}
         )
         run.log_text(OmegaConf.to_yaml(cfg), "eval/config.yaml")
-        _log(run, scores, splits, logits.argmax(dim=1), text)
-        run.set_description(f"### Evaluation of `{source.given}`\n\n```\n{text}\n```\n")
-    print(f"evaluation run {run.run_id} in {uri}")
-    print(text)
-    return Evaluation(run.run_id, source, scores)
+        _log(run, scored.scores, splits, scored.predicted, scored.report)
+        yield run
+
+
+def describe_evaluation(run: TrackedRun, title: str, scored: Scored) -> None:
+    run.set_description(evaluation_summary(title, scored.report, run.figure_paths(), run.experiment_id, run.run_id))
+
+
+def evaluate_stored_model(source_text: str, overrides: list[str], variant: str | None = None) -> Evaluation:
+    """Score the model ``source_text`` names on the data the overrides name; log and print the evaluation run."""
+    scored = score_stored_model(source_text, overrides, variant)
+    with evaluation_run(scored, "eval") as run:
+        describe_evaluation(run, f"Evaluation of `{scored.source.given}`", scored)
+    print(f"evaluation run {run.run_id} in {scored.source.tracking_uri}")
+    print(scored.report)
+    return Evaluation(run.run_id, scored.source, scored.scores)
