@@ -57,7 +57,7 @@ now = int(time.time() * 1000)
 client.log_batch(run_id, metrics=[Metric("loss", 1.0 / (step + 1), now, step) for step in range(50)])
 client.set_terminated(run_id, "FINISHED")
 """
-ROUNDS = int(os.environ.get("PIPELINE_FAULT_ROUNDS", "3"))  # the issue asked for 5: PIPELINE_FAULT_ROUNDS=5
+ROUNDS = int(os.environ.get("PIPELINE_FAULT_ROUNDS", "5"))  # fewer (PIPELINE_FAULT_ROUNDS=1) for a quicker check
 
 
 @pytest.mark.slow
@@ -252,8 +252,8 @@ def test_a_run_killed_in_every_phase_after_training_resumes_each_time_with_nothi
     assert sum(f"resuming run {run.info.run_id}" in log for log in logs) == len(PHASES)
 
 
-# the issue asked for 10: PIPELINE_SWEEP_FAULT_ROUNDS=10
-SWEEP_ROUNDS = int(os.environ.get("PIPELINE_SWEEP_FAULT_ROUNDS", "2"))
+# a race shows in some rounds only; fewer (PIPELINE_SWEEP_FAULT_ROUNDS=1) for a quicker check
+SWEEP_ROUNDS = int(os.environ.get("PIPELINE_SWEEP_FAULT_ROUNDS", "10"))
 
 
 @pytest.mark.slow
@@ -296,8 +296,8 @@ def test_a_sweep_killed_at_a_random_moment_resumes_and_finishes(round_: int, tmp
     assert parent.info.status == "FINISHED"
 
 
-# three of the spool's 10 s retries, and MLflow's own retry budget (2 tries, 1 s apart) many times over
-OUTAGE_S = float(os.environ.get("PIPELINE_OUTAGE_S", "30"))
+# six of the spool's 10 s retries, and MLflow's own retry budget (2 tries, 1 s apart) many times over
+OUTAGE_S = float(os.environ.get("PIPELINE_OUTAGE_S", "60"))
 
 
 @pytest.mark.slow
