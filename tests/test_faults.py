@@ -300,24 +300,25 @@ def test_a_sweep_killed_at_a_random_moment_resumes_and_finishes(round_: int, tmp
 OUTAGE_S = float(os.environ.get("PIPELINE_OUTAGE_S", "60"))
 
 
-@pytest.mark.slow
-def test_a_tracking_server_outage_loses_no_metric_point_and_stores_none_twice(tmp_path: Path) -> None:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    server = mlflow_server_command(tmp_path, port)
-    # MLflow's own retry budget made small (2 tries, 1 s apart): the outage outlasts it many times over
+def train_through_an_outage(
+    tmp_path: Path, server: list[str], url: str, *more: str
+) -> tuple[subprocess.Popen, MlflowClient, str]:
+    """Start `pipeline-train` of an MLP against ``server``; return once 5 steps are stored and the server is stopped.
+
+    MLflow's own retry budget is made small (2 tries, 1 s apart): any outage outlasts it many times over.
+    """
     env = {**cli_env(), "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
     overrides = [
         *TINY_DATA,
         "data.train_size=2048",
         "model=mlp",
-        "trainer.max_epochs=30",
         "trainer.threads=1",
         "tracking.flush_every_s=0.2",
-        "tracking.log_model=false",
         "compression=none",
+        "interpret=none",
         f"tracking.uri={url}",
         f"paths.output_root={tmp_path / 'out'}",
+        *more,
     ]
     with serving(server, f"{url}/health", tmp_path / "server-1.log"):
         training = subprocess.Popen(
@@ -330,7 +331,22 @@ def test_a_tracking_server_outage_loses_no_metric_point_and_stores_none_twice(tm
         ):
             assert training.poll() is None and time.monotonic() < deadline, "training never logged a step"
             time.sleep(0.2)
-        run_id = runs[0].info.run_id
+    return training, client, runs[0].info.run_id
+
+
+def assert_every_step_stored_once(client: MlflowClient, run_id: str, epochs: int) -> None:
+    steps = [point.step for point in client.get_metric_history(run_id, "train/loss")]
+    assert len(steps) == epochs * (2048 // 32) and len(set(steps)) == len(steps)
+    assert len(client.get_metric_history(run_id, "val/acc")) == epochs
+
+
+@pytest.mark.slow
+def test_a_tracking_server_outage_loses_no_metric_point_and_stores_none_twice(tmp_path: Path) -> None:
+    port = free_port()
+    url, server = f"http://127.0.0.1:{port}", mlflow_server_command(tmp_path, port)
+    training, client, run_id = train_through_an_outage(
+        tmp_path, server, url, "trainer.max_epochs=30", "tracking.log_model=false"
+    )
     time.sleep(OUTAGE_S)  # the server is down; training goes on (and may end and wait for it)
     assert training.poll() is None, training.communicate()[1][-3000:]  # waiting for the server, not failed
     with serving(server, f"{url}/health", tmp_path / "server-2.log"):
@@ -338,14 +354,42 @@ def test_a_tracking_server_outage_loses_no_metric_point_and_stores_none_twice(tm
         assert training.returncode == 0, err[-3000:]
         run = client.get_run(run_id)
         assert run.info.status == "FINISHED" and "test/acc" in run.data.metrics
-        steps_per_epoch = 2048 // 32
-        history = client.get_metric_history(run_id, "train/loss")
-        steps = [point.step for point in history]
-        assert len(steps) == 30 * steps_per_epoch and len(set(steps)) == len(steps)  # every step, once
-        assert len(client.get_metric_history(run_id, "val/acc")) == 30
+        assert_every_step_stored_once(client, run_id, epochs=30)
     assert err.count("does not answer: training goes on") == 1 and err.count("answers again") == 1, err[-3000:]
     assert "Retrying" not in err and "Traceback" not in err
     assert not (tmp_path / "out" / "checkpoints" / run_id / "metrics-spool.jsonl").exists()
+
+
+@pytest.mark.slow
+def test_a_server_away_past_the_wait_stops_the_run_in_one_line_and_resume_uploads_everything(tmp_path: Path) -> None:
+    """The run's metrics wait in the spool and its checkpoint on disk; `resume=` is the sync that sends them all."""
+    port = free_port()
+    url, server = f"http://127.0.0.1:{port}", mlflow_server_command(tmp_path, port)
+    training, client, run_id = train_through_an_outage(
+        tmp_path, server, url, "trainer.max_epochs=3", "tracking.outage_wait_s=2"
+    )
+    _, err = training.communicate(timeout=COMMAND_TIMEOUT_S)  # the server stays away
+    spool = tmp_path / "out" / "checkpoints" / run_id / "metrics-spool.jsonl"
+    assert training.returncode != 0 and spool.exists()
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert errors == [
+        f"error: tracking.uri={url}: no answer for 2 s after training; its metrics wait in {spool}: "
+        f"pipeline-train resume={run_id} tracking.uri={url} sends them and logs the run's figures and model "
+        "once the server answers"
+    ], err[-3000:]
+    assert "Traceback" not in err and "Retrying" not in err, err
+    assert f"run {run_id} stays RUNNING: {url} does not answer (resume={run_id} ends it)" in err
+
+    with serving(server, f"{url}/health", tmp_path / "server-2.log"):
+        resumed = pipeline_train(f"resume={run_id}", f"tracking.uri={url}", cwd=tmp_path)
+        assert resumed.returncode == 0, resumed.stderr[-3000:]
+        run = client.get_run(run_id)
+        assert run.info.status == "FINISHED" and "test/acc" in run.data.metrics
+        assert_every_step_stored_once(client, run_id, epochs=3)
+        figures = {artifact.path for artifact in client.list_artifacts(run_id, "figures")}
+        assert "figures/confusion_matrix.png" in figures
+        assert [model.name for model in client.search_logged_models([run.info.experiment_id])] == ["model"]
+    assert not spool.exists()
 
 
 @pytest.fixture

@@ -163,7 +163,8 @@ class MlflowBatchLogger(Logger):
             if time.monotonic() >= deadline:
                 raise TrackingError(
                     f"tracking.uri={self._uri}: no answer for {wait_s:.0f} s after training; its metrics wait in "
-                    f"{self._spool.path if self._spool else '?'}: resume=<run id> sends them once the server answers"
+                    f"{self._spool.path if self._spool else '?'}: pipeline-train resume={self._run_id} "
+                    f"tracking.uri={self._uri} sends them and logs the run's figures and model once the server answers"
                 )
             time.sleep(min(2.0, max(0.0, deadline - time.monotonic())))
             self._send_or_spool([])

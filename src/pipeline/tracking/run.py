@@ -133,8 +133,11 @@ class TrackedRun:
             if exc is None or not is_unreachable(err):
                 raise
             logging.getLogger("pipeline").warning(
-                "run %s could not be marked ended (%s): it stays RUNNING", self.run_id, first_line(str(err))[:200]
+                "run %s stays RUNNING: %s does not answer (resume=%s ends it)", self.run_id, self.uri, self.run_id
             )
+            # MLflow's active run goes too: left on its stack, MLflow's exit handler would try (and retry) again
+            with answer_quickly(), contextlib.suppress(MlflowException):
+                mlflow.end_run(status="FAILED")
 
     def _end(self, exc: BaseException | None) -> None:
         stop_signal = received_signal()

@@ -127,6 +127,8 @@ def prepare_process(cfg: DictConfig) -> None:
     warnings.filterwarnings("ignore", message=r".*`isinstance\(treespec, LeafSpec\)` is deprecated.*")
     # build_trainer puts the best-checkpoint callback first on purpose: ckpt_path="best" reads it
     warnings.filterwarnings("ignore", message=r".*configured with multiple `ModelCheckpoint` callbacks.*")
+    # resume=: the run's own checkpoint folder, with the checkpoints it resumes from
+    warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
     # debug=overfit: Lightning trains on the first batches unshuffled, as asked
     warnings.filterwarnings("ignore", message=r".*requested to overfit but enabled train dataloader shuffling.*")
     if cfg.trainer.threads is not None:
