@@ -22,9 +22,15 @@ if [ -z "$(pg_bin)" ]; then
 fi
 bin=$(pg_bin)
 
-# PostgreSQL refuses to run as root: then it runs as the `postgres` user, with its data where that user can write
+# PostgreSQL refuses to run as root: then it runs as the `postgres` user, with its data where that user can write.
+# Each server folder gets its own new data folder, named in the server folder: data left behind by a deleted
+# server folder of the same path holds a password nobody has any more, and must never be picked up again.
 if [ "$(id -u)" = 0 ]; then
-    pg_home=/var/lib/postgresql/pipeline/$(echo "$dir" | sha256sum | cut -c1-12)
+    if [ ! -s "$dir/pg_home" ]; then
+        mkdir -p /var/lib/postgresql/pipeline
+        mktemp -d /var/lib/postgresql/pipeline/XXXXXXXXXXXX > "$dir/pg_home"
+    fi
+    pg_home=$(cat "$dir/pg_home")
     as_db_owner() { runuser -u postgres -- "$@"; }
 else
     pg_home=$dir

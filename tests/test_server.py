@@ -95,3 +95,29 @@ def assert_password_on_no_command_line_and_in_no_log(team_server: dict[str, str]
     for log in server_dir.glob("*.log"):
         assert password not in log.read_text(errors="replace"), log
     assert oct((server_dir / "pgpass").stat().st_mode & 0o777) == "0o600"
+
+
+@pytest.mark.slow
+def test_a_server_folder_made_anew_at_the_same_path_gets_its_own_database(tmp_path: Path) -> None:
+    """As root the databases live outside the server folder; a deleted folder's old ones hold a lost password."""
+    server_dir = tmp_path / "server"
+    env = {**cli_env(), "SERVER_DIR": str(server_dir), "PG_PORT": str(free_port()), "MLFLOW_PORT": str(free_port())}
+    homes = []
+    try:
+        for attempt in range(2):
+            started = subprocess.run(
+                [*SERVER, "start"], env=env, capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S
+            )
+            assert started.returncode == 0, (attempt, started.stdout + started.stderr)
+            homes.append(
+                Path((server_dir / "pg_home").read_text().strip()) if (server_dir / "pg_home").exists() else None
+            )
+            subprocess.run([*SERVER, "stop"], env=env, capture_output=True, timeout=120, check=True)
+            if attempt == 0:
+                subprocess.run(["rm", "-rf", str(server_dir)], check=True)  # the user deletes the folder, not the data
+        assert homes[0] != homes[1] or homes[0] is None  # as root, a new data folder; else the data is in the folder
+    finally:
+        subprocess.run([*SERVER, "purge"], env=env, capture_output=True, timeout=120)
+        for home in homes:
+            if home is not None:
+                subprocess.run(["rm", "-rf", str(home)], check=False)
