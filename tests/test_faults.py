@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
@@ -300,13 +301,24 @@ def test_a_sweep_killed_at_a_random_moment_resumes_and_finishes(round_: int, tmp
 OUTAGE_S = float(os.environ.get("PIPELINE_OUTAGE_S", "60"))
 
 
-def train_through_an_outage(
-    tmp_path: Path, server: list[str], url: str, *more: str
-) -> tuple[subprocess.Popen, MlflowClient, str]:
-    """Start `pipeline-train` of an MLP against ``server``; return once 5 steps are stored and the server is stopped.
+@dataclass
+class Outage:
+    """A `pipeline-train` process whose tracking server (``server``, at ``url``) was stopped mid-training."""
+
+    training: subprocess.Popen
+    client: MlflowClient
+    run_id: str
+    url: str
+    server: list[str]  # the command that starts the server again
+
+
+def train_through_an_outage(tmp_path: Path, *more: str) -> Outage:
+    """Start `pipeline-train` of an MLP against a new `mlflow server`; return once 5 steps are stored and it is stopped.
 
     MLflow's own retry budget is made small (2 tries, 1 s apart): any outage outlasts it many times over.
     """
+    port = free_port()
+    url, server = f"http://127.0.0.1:{port}", mlflow_server_command(tmp_path, port)
     env = {**cli_env(), "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
     overrides = [
         *TINY_DATA,
@@ -331,7 +343,7 @@ def train_through_an_outage(
         ):
             assert training.poll() is None and time.monotonic() < deadline, "training never logged a step"
             time.sleep(0.2)
-    return training, client, runs[0].info.run_id
+    return Outage(training, client, runs[0].info.run_id, url, server)
 
 
 def assert_every_step_stored_once(client: MlflowClient, run_id: str, epochs: int) -> None:
@@ -342,14 +354,11 @@ def assert_every_step_stored_once(client: MlflowClient, run_id: str, epochs: int
 
 @pytest.mark.slow
 def test_a_tracking_server_outage_loses_no_metric_point_and_stores_none_twice(tmp_path: Path) -> None:
-    port = free_port()
-    url, server = f"http://127.0.0.1:{port}", mlflow_server_command(tmp_path, port)
-    training, client, run_id = train_through_an_outage(
-        tmp_path, server, url, "trainer.max_epochs=30", "tracking.log_model=false"
-    )
+    outage = train_through_an_outage(tmp_path, "trainer.max_epochs=30", "tracking.log_model=false")
+    training, client, run_id, url = outage.training, outage.client, outage.run_id, outage.url
     time.sleep(OUTAGE_S)  # the server is down; training goes on (and may end and wait for it)
     assert training.poll() is None, training.communicate()[1][-3000:]  # waiting for the server, not failed
-    with serving(server, f"{url}/health", tmp_path / "server-2.log"):
+    with serving(outage.server, f"{url}/health", tmp_path / "server-2.log"):
         _, err = training.communicate(timeout=COMMAND_TIMEOUT_S)
         assert training.returncode == 0, err[-3000:]
         run = client.get_run(run_id)
@@ -363,11 +372,8 @@ def test_a_tracking_server_outage_loses_no_metric_point_and_stores_none_twice(tm
 @pytest.mark.slow
 def test_a_server_away_past_the_wait_stops_the_run_in_one_line_and_resume_uploads_everything(tmp_path: Path) -> None:
     """The run's metrics wait in the spool and its checkpoint on disk; `resume=` is the sync that sends them all."""
-    port = free_port()
-    url, server = f"http://127.0.0.1:{port}", mlflow_server_command(tmp_path, port)
-    training, client, run_id = train_through_an_outage(
-        tmp_path, server, url, "trainer.max_epochs=3", "tracking.outage_wait_s=2"
-    )
+    outage = train_through_an_outage(tmp_path, "trainer.max_epochs=3", "tracking.outage_wait_s=2")
+    training, client, run_id, url = outage.training, outage.client, outage.run_id, outage.url
     _, err = training.communicate(timeout=COMMAND_TIMEOUT_S)  # the server stays away
     spool = tmp_path / "out" / "checkpoints" / run_id / "metrics-spool.jsonl"
     assert training.returncode != 0 and spool.exists()
@@ -380,7 +386,7 @@ def test_a_server_away_past_the_wait_stops_the_run_in_one_line_and_resume_upload
     assert "Traceback" not in err and "Retrying" not in err, err
     assert f"run {run_id} stays RUNNING: {url} does not answer (resume={run_id} ends it)" in err
 
-    with serving(server, f"{url}/health", tmp_path / "server-2.log"):
+    with serving(outage.server, f"{url}/health", tmp_path / "server-2.log"):
         resumed = pipeline_train(f"resume={run_id}", f"tracking.uri={url}", cwd=tmp_path)
         assert resumed.returncode == 0, resumed.stderr[-3000:]
         run = client.get_run(run_id)
