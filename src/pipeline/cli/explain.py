@@ -17,9 +17,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_intermixed_args(argv)
     import_user_code_from_here()
     with quick_exit(), bad_input_exits():
-        from pipeline.workflows.explain import (
-            explain_stored_model,
-        )  # torch, Captum, MLflow: once the command line parsed
+        # torch, Captum, MLflow: once the command line parsed
+        from pipeline.workflows.explain import explain_stored_model
 
         explain_stored_model(args.run_id, overrides_of(args), args.variant)
 

@@ -141,22 +141,19 @@ class StoredClassifier:
     def differentiable(self) -> torch.nn.Module | None:
         """The model as a torch module that gradients flow through, or None (int8, ONNX: forward passes only).
 
-        Asked, not assumed from the variant's name: the module is loaded (torch.export's `pt2`, or
-        pickled) and one image's logit is differentiated; a module whose input gets no finite
+        Asked, not assumed from the variant's name: the torch module the pyfunc loaded (torch.export's
+        `pt2`, or pickled) differentiates one image's logit; a module whose input gets no finite
         gradient (dynamically quantized layers have no backward) counts as forward-only.
         """
         if "pytorch" not in self._model.metadata.flavors:
             return None
+        module = self._model.get_raw_model()  # loaded once, with the pyfunc
+        probe = torch.rand(1, *self.input_shape, generator=torch.Generator().manual_seed(0)).requires_grad_(True)
         try:
-            with quiet_export_warnings(), warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message=r"torch\.quantize_per_tensor, torch\.quantize_per_channel")
-                module = mlflow.pytorch.load_model(self.source.uri)
-                probe = torch.rand(1, *self.input_shape, generator=torch.Generator().manual_seed(0))
-                probe.requires_grad_(True)
+            with warnings.catch_warnings(), torch.enable_grad():
                 warnings.simplefilter("ignore")  # backward through layers without gradients warns before it fails
-                with torch.enable_grad():
-                    module(probe)[0].sum().backward()
-        except (MlflowException, OSError, RuntimeError) as err:
+                module(probe)[0].sum().backward()
+        except RuntimeError as err:
             logging.getLogger("pipeline").debug("no gradients: %s", first_line(str(err)))
             return None
         usable = probe.grad is not None and bool(torch.isfinite(probe.grad).all()) and bool(probe.grad.any())
