@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -18,15 +19,34 @@ import pytest
 from mlflow import MlflowClient
 
 from pipeline.config.compose import compose_config
+from pipeline.tracking.store import open_store
 from pipeline.workflows.train import TrainResult, train
 
 TRAIN = [sys.executable, "-m", "pipeline.cli.train"]
 TINY_DATA = ["data=synthetic", "data.train_size=96", "data.val_size=32", "data.test_size=64", "data.batch_size=32"]
 
 
+@pytest.fixture(scope="session")
+def empty_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A new SQLite store, created once per worker by the pipeline's own open_store."""
+    db = tmp_path_factory.mktemp("empty-store") / "mlflow.db"
+    open_store(f"sqlite:///{db}")
+    return db
+
+
+def with_store(output_root: Path, empty_store: Path) -> Path:
+    """``output_root`` holding a copy of a new store: MLflow's schema migrations take ~2.5 s per new store.
+
+    Tests of store creation itself (tests/test_faults.py) start from nothing instead.
+    """
+    output_root.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(empty_store, output_root / "mlflow.db")
+    return output_root
+
+
 @pytest.fixture
-def output_root(tmp_path: Path) -> Path:
-    return tmp_path / "outputs"
+def output_root(tmp_path: Path, empty_store: Path) -> Path:
+    return with_store(tmp_path / "outputs", empty_store)
 
 
 @pytest.fixture

@@ -89,12 +89,14 @@ def close_assistant_panel(driver: WebDriver) -> None:
 
 @pytest.mark.slow
 @pytest.mark.browser
-def test_the_ui_shows_our_runs_metrics_and_figures(tmp_path: Path, browser: WebDriver) -> None:
-    out = tmp_path / "out"
+def test_the_ui_shows_our_runs_metrics_and_figures(tmp_path: Path, output_root: Path, browser: WebDriver) -> None:
+    out = output_root
     # the embedded digits (not the synthetic set), so the screenshots show real figures
-    common = ["trainer.max_epochs=2", "compression=none", f"paths.output_root={out}"]
-    single_run = ["run_name=browser-check", *common]  # its model is logged: pipeline-eval scores it below
-    for arguments in (single_run, ["-m", "model=cnn,mlp", "tracking.log_model=false", *common]):
+    common = ["compression=none", f"paths.output_root={out}"]
+    # its model is logged: pipeline-eval scores it below; two epochs draw a learning curve
+    single_run = ["run_name=browser-check", "trainer.max_epochs=2", *common]
+    sweep = ["-m", "model=cnn,mlp", "trainer.max_epochs=1", "tracking.log_model=false", *common]
+    for arguments in (single_run, sweep):
         done = pipeline_train(*arguments, cwd=tmp_path)
         assert done.returncode == 0, done.stderr[-3000:]
     store = f"sqlite:///{out / 'mlflow.db'}"

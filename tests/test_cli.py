@@ -86,14 +86,16 @@ def test_the_issue_command_lands_everything_in_the_given_store(tmp_path: Path) -
 
 @pytest.mark.parametrize(("stop", "name"), [(signal.SIGTERM, "SIGTERM"), (signal.SIGINT, "SIGINT")])
 @pytest.mark.slow
-def test_a_stopped_run_is_marked_killed_not_left_running(stop: signal.Signals, name: str, tmp_path: Path) -> None:
-    db = tmp_path / "out" / "mlflow.db"
+def test_a_stopped_run_is_marked_killed_not_left_running(
+    stop: signal.Signals, name: str, tmp_path: Path, output_root: Path
+) -> None:
+    db = output_root / "mlflow.db"
     overrides = [
         *TINY_DATA,
         "trainer.max_epochs=1000",
         "tracking.flush_every_s=0.2",
         "compression=none",
-        f"paths.output_root={tmp_path / 'out'}",
+        f"paths.output_root={output_root}",
     ]
     process, run_id = start_training(overrides, tmp_path)
     try:
@@ -113,13 +115,13 @@ def test_a_stopped_run_is_marked_killed_not_left_running(stop: signal.Signals, n
 
 
 @pytest.mark.slow
-def test_a_diverging_run_ends_failed_with_one_line_saying_at_which_step(tmp_path: Path) -> None:
+def test_a_diverging_run_ends_failed_with_one_line_saying_at_which_step(tmp_path: Path, output_root: Path) -> None:
     done = pipeline_train(
         *TINY_DATA,
         "optimizer.lr=1e6",
         "trainer.max_epochs=3",
         "compression=none",
-        f"paths.output_root={tmp_path / 'out'}",
+        f"paths.output_root={output_root}",
         cwd=tmp_path,
     )
     assert done.returncode == 1
@@ -131,7 +133,7 @@ def test_a_diverging_run_ends_failed_with_one_line_saying_at_which_step(tmp_path
         errors[0],
     ), errors[0]
     assert "Traceback" not in done.stdout + done.stderr
-    (run,) = runs_in(tmp_path / "out" / "mlflow.db")
+    (run,) = runs_in(output_root / "mlflow.db")
     assert run.info.status == "FAILED" and run.data.tags["failure_reason"] == "TrainingDiverged: " + errors[
         0
     ].removeprefix("error: ")
@@ -139,7 +141,7 @@ def test_a_diverging_run_ends_failed_with_one_line_saying_at_which_step(tmp_path
 
 
 @pytest.mark.slow
-def test_on_divergence_stop_tests_the_best_epoch_and_tags_the_run(tmp_path: Path) -> None:
+def test_on_divergence_stop_tests_the_best_epoch_and_tags_the_run(tmp_path: Path, output_root: Path) -> None:
     # SGD at lr 0.3 on the synthetic data: the loss rises above 1.01 x its first value within a few steps
     done = pipeline_train(
         *TINY_DATA,
@@ -150,10 +152,10 @@ def test_on_divergence_stop_tests_the_best_epoch_and_tags_the_run(tmp_path: Path
         "trainer.divergence_factor=1.01",
         "trainer.on_divergence=stop",
         "tracking.log_model=false",
-        f"paths.output_root={tmp_path / 'out'}",
+        f"paths.output_root={output_root}",
         cwd=tmp_path,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    (run,) = runs_in(tmp_path / "out" / "mlflow.db")
+    (run,) = runs_in(output_root / "mlflow.db")
     assert run.info.status == "FINISHED" and run.data.tags["diverged"].startswith("training diverged: train/loss=")
     assert "test/acc" in run.data.metrics and "WARNING training diverged" in done.stderr

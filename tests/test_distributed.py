@@ -77,8 +77,8 @@ def test_ddp_on_two_cpu_processes_gives_one_run_tested_on_every_image_once_and_t
 
 @pytest.mark.slow
 @pytest.mark.ddp
-def test_two_nodes_started_by_torchrun_on_localhost_give_one_run(tmp_path: Path) -> None:
-    out, port = tmp_path / "out", free_port()
+def test_two_nodes_started_by_torchrun_on_localhost_give_one_run(tmp_path: Path, output_root: Path) -> None:
+    out, port = output_root, free_port()
     torchrun = [
         sys.executable,
         "-m",

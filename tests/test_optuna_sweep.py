@@ -77,8 +77,8 @@ def _study(out: Path) -> optuna.Study:
 
 
 @pytest.mark.slow
-def test_six_trials_two_at_a_time_land_under_one_parent_with_the_best_named(tmp_path: Path) -> None:
-    out = tmp_path / "out"
+def test_six_trials_two_at_a_time_land_under_one_parent_with_the_best_named(tmp_path: Path, output_root: Path) -> None:
+    out = output_root
     done = _sweep(
         [
             *SEARCH,
@@ -122,8 +122,8 @@ def test_six_trials_two_at_a_time_land_under_one_parent_with_the_best_named(tmp_
 
 
 @pytest.mark.slow
-def test_a_pruned_trial_is_stopped_and_marked_pruned_in_optuna_and_mlflow(tmp_path: Path) -> None:
-    out = tmp_path / "out"
+def test_a_pruned_trial_is_stopped_and_marked_pruned_in_optuna_and_mlflow(tmp_path: Path, output_root: Path) -> None:
+    out = output_root
     # validation accuracy never reaches 1.1: the threshold pruner stops every trial after its warm-up epoch
     pruner = [
         "~hydra.sweeper.pruner",
@@ -153,8 +153,8 @@ def _count(database: Path, query: str) -> int:
 
 
 @pytest.mark.slow
-def test_a_killed_sweep_resumes_and_finishes_only_the_remaining_trials(tmp_path: Path) -> None:
-    out = tmp_path / "out"
+def test_a_killed_sweep_resumes_and_finishes_only_the_remaining_trials(tmp_path: Path, output_root: Path) -> None:
+    out = output_root
     arguments = [
         "-m",
         *SEARCH,
@@ -210,9 +210,9 @@ def test_a_killed_sweep_resumes_and_finishes_only_the_remaining_trials(tmp_path:
 
 @pytest.mark.slow
 @pytest.mark.ddp
-def test_a_sweep_of_two_device_ddp_trials_counts_a_diverged_one_as_failed(tmp_path: Path) -> None:
+def test_a_sweep_of_two_device_ddp_trials_counts_a_diverged_one_as_failed(tmp_path: Path, output_root: Path) -> None:
     """trainer=ddp in a sweep runs as ddp_spawn: a diverged worker's verdict must reach the sweep as one line."""
-    out = tmp_path / "out"
+    out = output_root
     done = _sweep(
         [
             "hydra/sweeper=optuna",
@@ -265,8 +265,10 @@ def test_a_sweep_of_two_device_ddp_trials_counts_a_diverged_one_as_failed(tmp_pa
     ],
 )
 @pytest.mark.slow
-def test_bad_search_input_is_one_line_and_a_failed_parent(tmp_path: Path, overrides: list[str], expected: str) -> None:
-    out = tmp_path / "out"
+def test_bad_search_input_is_one_line_and_a_failed_parent(
+    tmp_path: Path, output_root: Path, overrides: list[str], expected: str
+) -> None:
+    out = output_root
     done = _sweep(["hydra/sweeper=optuna", *overrides, *TRIAL, f"paths.output_root={out}"], tmp_path)
     assert done.returncode == 2 and done.stderr.startswith(expected) and done.stderr.count("\n") == 1, done.stderr[
         -2000:

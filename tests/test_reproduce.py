@@ -11,7 +11,7 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
-from conftest import TINY_DATA, pipeline_train, run_training, start_training, store_client
+from conftest import TINY_DATA, pipeline_train, run_training, start_training, store_client, with_store
 from pipeline.errors import ConfigError, DataError
 from pipeline.workflows.rerun import CODE_CHANGED_EXIT, NOT_REPRODUCED_EXIT, rerun
 
@@ -116,7 +116,9 @@ def wait_for_epochs(db: Path, run_id: str, epochs: int, process: subprocess.Pope
 
 @pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGTERM])
 @pytest.mark.slow
-def test_killed_run_resumes_into_the_same_run_as_if_never_stopped(stop: signal.Signals, tmp_path: Path) -> None:
+def test_killed_run_resumes_into_the_same_run_as_if_never_stopped(
+    stop: signal.Signals, tmp_path: Path, empty_store: Path
+) -> None:
     overrides = [
         *TINY_DATA,
         "data.train_size=512",
@@ -126,9 +128,9 @@ def test_killed_run_resumes_into_the_same_run_as_if_never_stopped(stop: signal.S
         "tracking.flush_every_s=0.1",
         "compression=none",
     ]
-    reference = run_training([*overrides, f"paths.output_root={tmp_path / 'reference'}"])
+    reference = run_training([*overrides, f"paths.output_root={with_store(tmp_path / 'reference', empty_store)}"])
 
-    out = tmp_path / "out"
+    out = with_store(tmp_path / "out", empty_store)
     process, run_id = start_training([*overrides, f"paths.output_root={out}"], tmp_path)
     try:
         wait_for_epochs(out / "mlflow.db", run_id, 2, process)

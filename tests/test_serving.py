@@ -18,8 +18,8 @@ SERVE = REPO_ROOT / "scripts" / "serve.sh"
 
 
 @pytest.mark.slow
-def test_the_best_model_of_a_sweep_is_registered_and_served_by_alias(tmp_path: Path) -> None:
-    out = tmp_path / "out"
+def test_the_best_model_of_a_sweep_is_registered_and_served_by_alias(tmp_path: Path, output_root: Path) -> None:
+    out = output_root
     done = pipeline_train(
         "-m",
         "model=mlp",

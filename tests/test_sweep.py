@@ -19,8 +19,8 @@ def test_swept_keys_are_the_overrides_with_several_values() -> None:
 
 
 @pytest.mark.slow
-def test_grid_multirun_of_four_trials_gives_four_children_under_one_parent(tmp_path: Path) -> None:
-    out = tmp_path / "out"
+def test_grid_multirun_of_four_trials_gives_four_children_under_one_parent(tmp_path: Path, output_root: Path) -> None:
+    out = output_root
     done = pipeline_train(
         "-m",
         "model=cnn,mlp",
@@ -63,8 +63,8 @@ def test_grid_multirun_of_four_trials_gives_four_children_under_one_parent(tmp_p
 
 
 @pytest.mark.slow
-def test_a_failing_trial_is_reported_and_the_sweep_goes_on(tmp_path: Path) -> None:
-    out = tmp_path / "out"
+def test_a_failing_trial_is_reported_and_the_sweep_goes_on(tmp_path: Path, output_root: Path) -> None:
+    out = output_root
     done = pipeline_train(
         "-m",
         "data=synthetic,mnist",
