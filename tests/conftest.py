@@ -77,6 +77,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
+JOB_EXECUTION = "MLFLOW_SERVER_ENABLE_JOB_EXECUTION"
+
 # under pytest's own 600 s: a command that hangs fails with its output, not with pytest's thread dump
 COMMAND_TIMEOUT_S = 540
 
@@ -166,12 +168,17 @@ def stop_group(process: subprocess.Popen) -> None:
 
 
 def mlflow_server_command(root: Path, port: int) -> list[str]:
-    """`mlflow server` on 127.0.0.1:<port>, its SQLite store and artifacts under ``root``."""
+    """`mlflow server` on 127.0.0.1:<port>, its SQLite store and artifacts under ``root``.
+
+    Without MLflow's job execution, as scripts/server.sh starts it: its 8 polling processes would keep
+    a core busy for as long as the server lives (the session's server: the rest of the session).
+    """
     store = f"sqlite:///{root / 'server.db'}"
     artifacts = str(root / "artifacts")
     mlflow = str(Path(sys.executable).parent / "mlflow")
     where = ["--backend-store-uri", store, "--artifacts-destination", artifacts]
-    return [mlflow, "server", *where, "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    serve = ["--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    return ["env", f"{JOB_EXECUTION}=false", mlflow, "server", *where, *serve]
 
 
 def start_sweep(arguments: list[str], cwd: Path) -> subprocess.Popen:

@@ -82,6 +82,16 @@ def test_a_run_and_a_parallel_sweep_land_in_the_team_server_and_its_password_now
     assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
     assert not (tmp_path / "out" / "mlflow.db").exists() and not (tmp_path / "out" / "optuna.db").exists()
     assert_password_on_no_command_line_and_in_no_log(team_server)
+    assert_no_job_execution_processes(team_server)
+
+
+def assert_no_job_execution_processes(team_server: dict[str, str]) -> None:
+    """MLflow's job execution is off: its job runner and 7 polling consumers kept most of a core busy while idle."""
+    group = (Path(team_server["SERVER_DIR"]) / "mlflow.pid").read_text().strip()  # setsid: the server's group
+    table = subprocess.run(["ps", "-eww", "-o", "pgid=,args="], capture_output=True, text=True, check=True).stdout
+    server = [line.split(None, 1)[1] for line in table.splitlines() if line.split(None, 1)[0] == group]
+    assert any("uvicorn" in arguments for arguments in server), server  # the server is there
+    assert not [arguments for arguments in server if "huey" in arguments or "jobs._job_runner" in arguments]
 
 
 def assert_password_on_no_command_line_and_in_no_log(team_server: dict[str, str]) -> None:
