@@ -79,7 +79,8 @@ start() {
     if [ ! -f "$dir/mlflow.pid" ] || ! kill -0 "$(cat "$dir/mlflow.pid")" 2>/dev/null; then
         # MLflow's job execution (GenAI scorers, trace roll-ups: nothing this pipeline uses) adds 8 polling
         # processes that keep most of a core busy while the server idles: off unless asked for (docs/dependencies.md)
-        MLFLOW_SERVER_ENABLE_JOB_EXECUTION=${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:-false} setsid .venv/bin/mlflow server --backend-store-uri "$(db_url mlflow)" --artifacts-destination "$dir/artifacts" \
+        export MLFLOW_SERVER_ENABLE_JOB_EXECUTION=${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:-false}
+        setsid .venv/bin/mlflow server --backend-store-uri "$(db_url mlflow)" --artifacts-destination "$dir/artifacts" \
             --host "$mlflow_host" --port "$mlflow_port" --workers 2 >"$dir/mlflow.log" 2>&1 &
         echo $! > "$dir/mlflow.pid"
     fi

@@ -8,4 +8,5 @@ port=${PORT:-5000}
 .venv/bin/python -c 'import sys; from pipeline.tracking.store import open_store; open_store(sys.argv[1])' "$store"
 echo "MLflow UI for $store at http://127.0.0.1:$port"
 # without MLflow's job execution: 8 polling processes the UI of our runs never uses (docs/dependencies.md)
-MLFLOW_SERVER_ENABLE_JOB_EXECUTION=${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:-false} exec .venv/bin/mlflow ui --backend-store-uri "$store" --host 127.0.0.1 --port "$port"
+export MLFLOW_SERVER_ENABLE_JOB_EXECUTION=${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:-false}
+exec .venv/bin/mlflow ui --backend-store-uri "$store" --host 127.0.0.1 --port "$port"

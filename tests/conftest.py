@@ -77,8 +77,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
-JOB_EXECUTION = "MLFLOW_SERVER_ENABLE_JOB_EXECUTION"
-
 # under pytest's own 600 s: a command that hangs fails with its output, not with pytest's thread dump
 COMMAND_TIMEOUT_S = 540
 
@@ -165,6 +163,9 @@ def stop_group(process: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
+
+
+JOB_EXECUTION = "MLFLOW_SERVER_ENABLE_JOB_EXECUTION"
 
 
 def mlflow_server_command(root: Path, port: int) -> list[str]:
