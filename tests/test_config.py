@@ -7,7 +7,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import ReadonlyConfigError
 
 from pipeline.config import CONF_DIR
-from pipeline.config.compose import compose_config
+from pipeline.config.compose import compose_config, stored_config
 from pipeline.config.instantiate import safe_instantiate
 from pipeline.config.validation import validate
 from pipeline.errors import ConfigError
@@ -72,7 +72,7 @@ def test_bad_input_names_the_key(overrides: list[str], expected: str) -> None:
     assert "\n" not in message
 
 
-def stored_config(**section: dict) -> dict:
+def stored_with(**section: dict) -> dict:
     """A config as read back from a store, with one section replaced."""
     plain = OmegaConf.to_container(compose_config([]), resolve=True)
     plain.update(section)
@@ -81,11 +81,11 @@ def stored_config(**section: dict) -> dict:
 
 def test_a_model_target_in_the_optimizer_section_is_refused() -> None:
     with pytest.raises(ConfigError, match=r"optimizer._target_: 'pipeline.models.cnn.CNN' is not allowed here"):
-        validate(OmegaConf.create(stored_config(optimizer={"_target_": "pipeline.models.cnn.CNN"})))
+        validate(OmegaConf.create(stored_with(optimizer={"_target_": "pipeline.models.cnn.CNN"})))
 
 
 def test_interpolated_target_is_refused() -> None:
-    plain = stored_config()
+    plain = stored_with()
     plain["tags"] = {"evil": "os.system"}
     plain["model"]["_target_"] = "${tags.evil}"
     with pytest.raises(ConfigError, match=r"model\._target_: interpolations are not allowed"):
@@ -108,3 +108,18 @@ def test_validated_config_is_read_only_and_typed() -> None:
     with pytest.raises(ReadonlyConfigError, match=r"optimizer\.lr"):
         cfg.optimizer.lr = 1.0
     assert cfg.optimizer.lr == 0.01
+
+
+def test_a_stored_config_older_than_some_keys_gets_their_defaults_but_only_for_its_own_kind_of_section() -> None:
+    """Reruns, resumes and compression of runs stored before a key existed (`trainer.sync_batchnorm`, the CNN's `padding`)."""
+    current = OmegaConf.to_container(compose_config(["model=cnn"]))
+    del current["trainer"]["sync_batchnorm"], current["callbacks"]["early_stopping"]["patience"]
+    del current["model"]["padding"]
+    cfg = validate(stored_config(OmegaConf.to_yaml(current), []))
+    assert cfg.trainer.sync_batchnorm is False and cfg.callbacks.early_stopping.patience == 3
+    assert cfg.model.padding == "same"
+
+    rnn = OmegaConf.to_container(compose_config(["model=rnn"]))
+    del rnn["model"]["hidden_size"]  # the default model is a CNN: its keys are no RNN's defaults
+    with pytest.raises(ConfigError, match=r"^model.hidden_size: missing required argument"):
+        validate(stored_config(OmegaConf.to_yaml(rnn), []))

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import fields
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
@@ -19,7 +18,6 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from pipeline.config import CONF_DIR
-from pipeline.config.schema import TrainConfig
 from pipeline.config.targets import trust_composed_targets
 from pipeline.config.validation import omegaconf_error_line, validate
 from pipeline.errors import ConfigError, first_line
@@ -85,16 +83,24 @@ def store_location(overrides: Sequence[str]) -> tuple[str | None, Path]:
     return cfg.tracking.uri, Path(cfg.paths.output_root)
 
 
-def with_sections_added_since(cfg: DictConfig) -> DictConfig:
-    """A stored config with the sections a later pipeline added (e.g. `interpret`) at their defaults.
+def _fill_absent(stored: DictConfig, defaults: DictConfig) -> None:
+    """Copy into ``stored`` every key of ``defaults`` it lacks, recursively; sections of another kind are left alone."""
+    if isinstance(stored.get("_target_"), str) and stored.get("_target_") != defaults.get("_target_"):
+        return  # e.g. a stored RNN model: the default CNN's keys are not its keys
+    for key, value in defaults.items():
+        if key not in stored:
+            stored[key] = OmegaConf.to_container(value) if isinstance(value, DictConfig) else value
+        elif isinstance(value, DictConfig) and isinstance(stored[key], DictConfig):
+            _fill_absent(stored[key], value)
 
-    A run stored before a section existed is still evaluated, compressed and served by this code.
+
+def with_settings_added_since(cfg: DictConfig) -> DictConfig:
+    """A stored config with the sections and keys a later pipeline added (`interpret`, `trainer.compile`) at their defaults.
+
+    A run stored before they existed is still rerun, resumed, evaluated, compressed and served by
+    this code. Every added default keeps what the code did before the setting existed.
     """
-    absent = [field.name for field in fields(TrainConfig) if field.name not in cfg]
-    if absent:
-        defaults = compose_config()
-        for section in absent:
-            cfg[section] = OmegaConf.to_container(defaults[section]) if section in defaults else None
+    _fill_absent(cfg, compose_config())
     return cfg
 
 
@@ -104,7 +110,7 @@ def stored_config(config_yaml: str, overrides: Sequence[str]) -> DictConfig:
     ``key=value`` sets a key; ``group=option`` replaces the whole section with conf/group/option.yaml.
     """
     try:
-        cfg = with_sections_added_since(OmegaConf.create(config_yaml))
+        cfg = with_settings_added_since(OmegaConf.create(config_yaml))
         for choice in filter(_is_group_choice, overrides):
             group = choice.split("=", 1)[0]
             cfg[group] = OmegaConf.to_container(compose_config([choice])[group])
