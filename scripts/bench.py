@@ -12,10 +12,12 @@
 4. Sweep throughput: trials per minute of a fixed small Hydra multirun, one process at a time
    against two processes in parallel (one thread each).
 
-The pipeline side trains in `--precision` (e.g. bf16-mixed); the bare loop stays fp32, so the
-ratio says what that precision buys on this machine (its CPU and features are printed first).
+The pipeline side trains in `--precision` (e.g. bf16-mixed), torch.compile'd with `--compile`;
+the bare loop stays eager fp32, so the ratio says what that buys on this machine (its CPU and
+features are printed first). `--sections` runs some of the four.
 
-Usage: .venv/bin/python scripts/bench.py [--rounds 3] [--epochs 3] [--precision 32-true] [--quick]
+Usage: .venv/bin/python scripts/bench.py [--rounds 3] [--epochs 3] [--precision 32-true] [--compile]
+       [--sections throughput startup logging sweep] [--quick]
 """
 
 from __future__ import annotations
@@ -90,12 +92,13 @@ def spread(values: list[float]) -> str:
 
 
 def bench_throughput(
-    models: list[str], data: list[str], epochs: int, rounds: int, precision: str, scratch: Path
+    models: list[str], data: list[str], epochs: int, rounds: int, precision: str, compiled: bool, scratch: Path
 ) -> None:
     print(
         f"\n## Training throughput: samples/s, median (min-max) of {rounds} alternated rounds, {torch.get_num_threads()} threads"
     )
-    print(f"{'model':12} {'bare loop (fp32)':>26} {'pipeline (' + precision + ')':>26} {'ratio':>22}")
+    pipeline = f"pipeline ({precision}{', compiled' if compiled else ''})"
+    print(f"{'model':12} {'bare loop (fp32)':>26} {pipeline:>26} {'ratio':>22}")
     for model in models:
         overrides = [
             f"model={model}",
@@ -106,7 +109,7 @@ def bench_throughput(
             *data,
         ]
         bare, piped, ratios = [], [], []
-        piped_overrides = [*overrides, f"trainer.precision={precision}"]
+        piped_overrides = [*overrides, f"trainer.precision={precision}", f"trainer.compile={str(compiled).lower()}"]
         for round_index in range(rounds):
             first_bare = round_index % 2 == 0  # alternate which goes first
             for kind in ("bare", "pipeline") if first_bare else ("pipeline", "bare"):
@@ -217,6 +220,9 @@ def bench_sweep(trials: int, data: list[str], scratch: Path) -> None:
         print(f"{name:32} {per_minute:8.1f}")
 
 
+SECTIONS = ("throughput", "startup", "logging", "sweep")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -225,6 +231,8 @@ def main() -> None:
     parser.add_argument("--points", type=int, default=500)
     parser.add_argument("--trials", type=int, default=4)
     parser.add_argument("--precision", default="32-true", help="the pipeline's trainer.precision (bare loop: fp32)")
+    parser.add_argument("--compile", action="store_true", help="the pipeline side with trainer.compile=true")
+    parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
     parser.add_argument(
         "--quick", action="store_true", help="tiny synthetic data, one round: checks that the benchmark runs"
     )
@@ -235,10 +243,15 @@ def main() -> None:
         scratch = Path(scratch_dir)
         print(f"# scripts/bench.py on {torch.get_num_threads()} threads, torch {torch.__version__}")
         print(f"# CPU: {cpu_model()}; features: {' '.join(cpu_features()) or 'none known'}")
-        bench_throughput(args.models, data, 1 if args.quick else args.epochs, rounds, args.precision, scratch)
-        bench_startup(rounds, scratch)
-        bench_logging(50 if args.quick else args.points, scratch)
-        bench_sweep(2 if args.quick else args.trials, data, scratch)
+        if "throughput" in args.sections:
+            epochs = 1 if args.quick else args.epochs
+            bench_throughput(args.models, data, epochs, rounds, args.precision, args.compile, scratch)
+        if "startup" in args.sections:
+            bench_startup(rounds, scratch)
+        if "logging" in args.sections:
+            bench_logging(50 if args.quick else args.points, scratch)
+        if "sweep" in args.sections:
+            bench_sweep(2 if args.quick else args.trials, data, scratch)
 
 
 if __name__ == "__main__":

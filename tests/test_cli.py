@@ -45,6 +45,10 @@ SLOW = pytest.mark.slow
         (["trainer.divergence_factor=0.5"], "error: trainer.divergence_factor: must be > 1, got 0.5"),
         (["sweep.log_models=some"], "error: sweep.log_models: must be best or all, got 'some'"),
         (["trainer.precision=bf17"], "error: trainer.precision: must be one of 32-true, bf16-mixed, "),
+        (
+            ["trainer.compile_backend=tvm"],
+            "error: trainer.compile_backend: must be one of inductor, aot_eager, eager, ",
+        ),
     ],
 )
 def test_bad_input_exits_nonzero_with_one_line_and_no_running_run(

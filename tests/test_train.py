@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import mlflow
 import numpy as np
 import pytest
@@ -9,6 +11,7 @@ import pytorch_lightning as pl
 import torch
 import yaml
 from mlflow import MlflowClient
+from torch._dynamo.utils import counters
 
 from conftest import run_training
 from pipeline.config.compose import compose_config
@@ -218,6 +221,43 @@ def test_every_family_trains_under_bf16_autocast(family: str, tiny: list[str], s
     result = run_training([*tiny, *data, f"model={family}", "trainer.precision=bf16-mixed"])
     assert np.isfinite(result.metrics["train/loss"]) and result.metrics["test/samples"] == 64
     assert store.get_run(result.run_id).data.params["trainer.precision"] == "bf16-mixed"
+
+
+def compiled_graphs() -> int:
+    """Graphs torch.compile has captured in this process so far (dynamo's own counter)."""
+    return counters["stats"]["unique_graphs"]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_every_family_trains_compiled_and_checkpoints_the_plain_backbone(
+    family: str, tiny: list[str], output_root: Path
+) -> None:
+    """Graph capture of forward and backward (aot_eager); the CNN's test below pays for inductor's code generation."""
+    before = compiled_graphs()
+    data = ["trainer.max_epochs=1", "tracking.log_model=false"]
+    result = run_training(
+        [*tiny, *data, f"model={family}", "trainer.compile=true", "trainer.compile_backend=aot_eager"]
+    )
+    assert compiled_graphs() > before  # the backbone ran through torch.compile
+    assert np.isfinite(result.metrics["train/loss"]) and result.metrics["test/samples"] == 64
+    checkpoint = torch.load(output_root / "checkpoints" / result.run_id / "best.ckpt", weights_only=True)
+    assert checkpoint["state_dict"] and not [key for key in checkpoint["state_dict"] if "_orig_mod" in key]
+
+
+@pytest.mark.slow
+def test_a_model_compiled_by_inductor_trains_exports_and_compresses_as_a_plain_module(
+    tiny: list[str], store: MlflowClient
+) -> None:
+    before = compiled_graphs()
+    variants = ["compression=quick", "compression.variants=[int8_dynamic]"]
+    result = run_training([*tiny, "trainer.max_epochs=1", "model=mlp", "trainer.compile=true", *variants])
+    assert compiled_graphs() > before
+    run = only_run(store)
+    assert run.data.params["trainer.compile"] == "True" and run.data.params["trainer.compile_backend"] == "inductor"
+    assert run.data.metrics["compress/int8_dynamic/test_acc"] >= run.data.metrics["test/acc"] - 0.1
+    model = mlflow.pytorch.load_model(result.model_uri)  # the exported model is the backbone, not a compiled wrapper
+    assert not [name for name, _ in model.named_parameters() if "_orig_mod" in name]
+    assert model(torch.rand(64, 1, 28, 28)).shape == (64, 10)
 
 
 @pytest.mark.parametrize("family", FAMILIES)

@@ -35,9 +35,12 @@ class ClassificationTask(pl.LightningModule):
         optimizer: OptimizerFactory,
         scheduler: SchedulerFactory | None = None,
         scheduler_interval: str = "epoch",
+        compile_backend: str | None = None,
     ) -> None:
         super().__init__()
         self.model = model
+        self.compile_backend = compile_backend
+        self._compiled: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {}  # no submodule: checkpoint keys stay
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.scheduler_interval = scheduler_interval
         self.accuracy = nn.ModuleDict(
@@ -47,11 +50,26 @@ class ClassificationTask(pl.LightningModule):
         self.test_samples = SumMetric()
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.model(images)
+        return self.network()(images)
+
+    def network(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The backbone, or with `trainer.compile` its torch.compile'd forward (same weights), made on first use.
+
+        Made in the process that trains (after a ddp_spawn), and never saved: checkpoints, the exported
+        model and the compressed variants all hold the plain backbone.
+        """
+        if self.compile_backend is None:
+            return self.model
+        if "model" not in self._compiled:
+            # a sweep's trials share a process: without a reset each new model is one more recompile of the same
+            # code, and past torch's recompile limit (8) it would silently train uncompiled
+            torch.compiler.reset()
+            self._compiled["model"] = torch.compile(self.model, backend=self.compile_backend)
+        return self._compiled["model"]
 
     def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
         images, labels = batch
-        logits = self.model(images)
+        logits = self(images)
         loss = F.cross_entropy(logits, labels)
         accuracy = self.accuracy[f"{stage}_acc"]
         accuracy(logits, labels)
@@ -104,4 +122,11 @@ def build_task(cfg: DictConfig, model: nn.Module, num_classes: int) -> Classific
     """The task of a config: its optimizer and (per step or per epoch) learning-rate schedule."""
     scheduler = safe_instantiate(cfg.scheduler, "scheduler") if cfg.scheduler is not None else None
     interval = "step" if cfg.scheduler is not None and cfg.scheduler._target_ in STEP_SCHEDULERS else "epoch"
-    return ClassificationTask(model, num_classes, safe_instantiate(cfg.optimizer, "optimizer"), scheduler, interval)
+    return ClassificationTask(
+        model,
+        num_classes,
+        safe_instantiate(cfg.optimizer, "optimizer"),
+        scheduler,
+        interval,
+        cfg.trainer.compile_backend if cfg.trainer.compile else None,
+    )

@@ -320,6 +320,8 @@ STEP_SCHEDULERS = frozenset({OneCycleConfig._target_})
 PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true", "auto")
 
 
+# torch.compile's own backends: inductor compiles; aot_eager and eager only capture graphs (to find a compile problem)
+COMPILE_BACKENDS = ("inductor", "aot_eager", "eager")
 PROFILERS = ("simple", "advanced")  # Lightning's SimpleProfiler, AdvancedProfiler (cProfile)
 
 
@@ -341,6 +343,8 @@ class TrainerConfig:
     on_divergence: str = MISSING
     accumulate_grad_batches: int = MISSING
     sync_batchnorm: bool = MISSING
+    compile: bool = MISSING
+    compile_backend: str = MISSING
     # Lightning's int-or-float arguments: an int counts batches, a float is a fraction of the split
     limit_train_batches: Any = MISSING
     limit_val_batches: Any = MISSING
@@ -355,6 +359,11 @@ class TrainerConfig:
                 "trainer.profiler",
                 f"must be null or one of {', '.join(PROFILERS)}, got {self.profiler!r}",
             )
+        _require(
+            self.compile_backend in COMPILE_BACKENDS,
+            "trainer.compile_backend",
+            f"must be one of {', '.join(COMPILE_BACKENDS)}, got {self.compile_backend!r}",
+        )
         _require_positive(self.max_epochs, "trainer.max_epochs")
         _require_positive(self.accumulate_grad_batches, "trainer.accumulate_grad_batches")
         for stage in ("train", "val", "test"):

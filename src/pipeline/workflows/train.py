@@ -123,6 +123,8 @@ def prepare_process(cfg: DictConfig) -> None:
     """Threads, seeds and `trainer.precision=auto`, and no tips or warnings that say nothing about this run."""
     logging.getLogger("pytorch_lightning.utilities.rank_zero").setLevel(logging.WARNING)
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
+    # trainer.compile on a CPU: "No CUDA runtime is found, using CUDA_HOME=..." (torch's CUDA build looking for nvcc)
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=r".*`isinstance\(treespec, LeafSpec\)` is deprecated.*")
     # build_trainer puts the best-checkpoint callback first on purpose: ckpt_path="best" reads it
