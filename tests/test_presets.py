@@ -71,6 +71,17 @@ def test_the_seed_keras_recipe_is_its_architecture_layer_for_layer() -> None:
     assert (cfg.trainer.max_epochs, cfg.data.batch_size, cfg.data.name) == (5, 128, "mnist_subset")
 
 
+@pytest.mark.parametrize(
+    ("preset", "backbone"), [("cnn_tuned", "CNN"), ("rnn_tuned", "RNN"), ("transformer_tuned", "Transformer")]
+)
+def test_each_family_has_a_tuned_experiment_and_the_command_line_still_wins(preset: str, backbone: str) -> None:
+    cfg = validate(compose_config([f"experiment={preset}"]))
+    assert cfg.model._target_.rsplit(".", 1)[-1] == backbone and cfg.tags.experiment == preset
+    assert cfg.optimizer._target_ == "torch.optim.AdamW" and cfg.trainer.max_epochs == 20
+    assert (cfg.optimizer.lr, cfg.optimizer.weight_decay) != (0.001, 0.01)  # the search's values, not AdamW's defaults
+    assert validate(compose_config([f"experiment={preset}", "optimizer.lr=0.1"])).optimizer.lr == 0.1
+
+
 def test_an_experiment_run_records_its_recipe(output_root: Path, store: MlflowClient) -> None:
     data = [override for override in TINY_DATA if not override.startswith("data.batch_size=")]  # the recipe's 128
     result = run_training(
