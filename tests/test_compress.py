@@ -11,8 +11,10 @@ import mlflow
 import numpy as np
 import pytest
 import torch
+from matplotlib.text import Text
 from mlflow import MlflowClient
 from packaging.requirements import Requirement
+from scipy.stats import binomtest
 from torch import nn
 
 from conftest import COMMAND_TIMEOUT_S, run_training
@@ -20,9 +22,11 @@ from pipeline.cli.compress import main as compression_main
 from pipeline.cli.rerun import main as rerun_main
 from pipeline.compress.build import Settings, build_variants
 from pipeline.compress.prune import prunable_weights, prune_global, sparsity_of
+from pipeline.compress.tradeoff import pareto_front, tradeoff_figure
 from pipeline.config.compose import compose_config
 from pipeline.config.instantiate import safe_instantiate
 from pipeline.errors import TrackingError
+from pipeline.evaluation import mcnemar_p
 from pipeline.models.build import build_model
 from pipeline.workflows.compress import compress_stored_run
 
@@ -84,12 +88,18 @@ def test_every_variant_is_measured_logged_and_loads_with_its_logged_accuracy(
         "| variant | test acc |" in description
         and f"| int8_dynamic | {metrics['compress/int8_dynamic/test_acc']:.4f} |" in description
     )
-    assert "[compression/tradeoff](" in description
+    assert "[compression/tradeoff](" in description and "| vs fp32 (McNemar) |" in description
     assert metrics["compress/int8_dynamic/size_ratio"] > 1.5
     assert metrics["compress/pruned80/gzip_ratio"] > metrics["compress/pruned50/gzip_ratio"] > 1.0
     artifacts = {a.path for a in store.list_artifacts(result.run_id, "compression")}
     assert {"compression/variants.json", "compression/variants.txt", "compression/tradeoff.png"} <= artifacts
     assert run.data.tags["cpu.avx512_vnni"] in {"true", "false"}
+    table = store.load_table(run.info.experiment_id, "compression/variants.json", [result.run_id])
+    assert table["vs_fp32"].iloc[0] == "reference" and set(table["vs_fp32"].iloc[1:]) <= {"n.s."} | {
+        mark for mark in table["vs_fp32"] if mark.startswith("p=")
+    }
+    assert (table["acc_ci95_low"] <= table["test_acc"]).all() and (table["test_acc"] <= table["acc_ci95_high"]).all()
+    assert metrics["compress/fp32/mcnemar_p"] == 1.0 and 0 <= metrics["compress/fp16/mcnemar_p"] <= 1
 
     mlflow.set_tracking_uri(result.tracking_uri)
     uris = logged_variants(store, result.run_id)
@@ -321,3 +331,57 @@ def test_a_command_on_a_stored_run_checks_its_input_before_reading_a_store(
         == f"error: tracking.uri=sqlite:///{missing}: no store there; name the store holding the run with tracking.uri= or paths.output_root=\n"
     )
     assert not missing.exists()
+
+
+def test_mcnemar_is_the_exact_binomial_test_of_the_disagreements() -> None:
+    reference = torch.ones(100, dtype=torch.bool)
+    assert mcnemar_p(reference, reference.clone()) == 1.0  # no disagreement: nothing to tell apart
+    worse = reference.clone()
+    worse[:10] = False  # wrong on 10 images the reference gets right, right on none it gets wrong
+    assert mcnemar_p(reference, worse) == pytest.approx(2 / 2**10)
+    mixed = worse.clone()
+    reference_mixed = reference.clone()
+    reference_mixed[50:53] = False  # and 3 the other way
+    p_value = mcnemar_p(reference_mixed, mixed)
+    assert p_value == pytest.approx(binomtest(3, 13, 0.5).pvalue)
+    assert p_value == pytest.approx(mcnemar_p(mixed, reference_mixed))  # symmetric
+
+
+def test_the_pareto_front_keeps_what_nothing_beats_on_both_axes() -> None:
+    points = [(10.0, 97.0), (5.0, 96.0), (20.0, 98.0), (12.0, 96.5), (20.0, 97.5), (40.0, 98.0)]
+    assert pareto_front(points) == [(5.0, 96.0), (10.0, 97.0), (20.0, 98.0)]
+
+
+def test_the_tradeoff_figure_labels_every_variant_once_without_overlap() -> None:
+    """A dense cluster as real runs have it: ten variants, several at nearly the same size or latency."""
+    names = ["fp32", "fp16", "bf16", "pruned50", "pruned80", "int8_static", "int8_dynamic", "pruned80_int8"]
+    names += ["onnx", "onnx_int8"]
+    sizes = [1.69e6, 8.5e5, 8.5e5, 1.69e6, 1.69e6, 4.36e5, 4.88e5, 4.36e5, 1.69e6, 4.35e5]
+    latencies = [33.8, 264.2, 28.7, 32.5, 32.0, 9.4, 29.5, 8.4, 17.7, 13.4]
+    accuracies = [0.979, 0.979, 0.979, 0.977, 0.978, 0.977, 0.979, 0.977, 0.979, 0.979]
+    rows = [
+        {
+            "variant": name,
+            "size_bytes": size,
+            "latency_b256_ms": latency,
+            "test_acc": accuracy,
+            "acc_ci95_low": accuracy - 0.009,
+            "acc_ci95_high": accuracy + 0.009,
+            "vs_fp32": "reference" if name == "fp32" else "n.s.",
+            "attribution_agreement": 0.99,
+        }
+        for name, size, latency, accuracy in zip(names, sizes, latencies, accuracies, strict=True)
+    ]
+    figure = tradeoff_figure(rows)
+    figure.canvas.draw()  # as saving it does
+    renderer = figure.canvas.get_renderer()
+    for axis in figure.axes:
+        labels = [text for text in axis.texts if text.get_text()]
+        named = sorted(name for text in labels for name in text.get_text().split(", "))
+        assert named == sorted(names)  # each variant once (at the same point they share a label)
+        boxes = [Text.get_window_extent(text, renderer) for text in labels]  # the text, not its leader line
+        inside = axis.get_window_extent(renderer)
+        for index, box in enumerate(boxes):
+            assert inside.contains(box.x0, box.y0) and inside.contains(box.x1, box.y1), labels[index].get_text()
+            for other in boxes[index + 1 :]:
+                assert not box.overlaps(other), (labels[index].get_text(), [t.get_text() for t in labels])

@@ -6,6 +6,7 @@ there because a test split is a sample: with 1,000 images, one point of accuracy
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -66,6 +67,21 @@ def bootstrap_interval(
     tail = (1 - level) / 2
     low, high = torch.quantile(means, torch.tensor([tail, 1 - tail], dtype=torch.float64)).tolist()
     return low, high
+
+
+def mcnemar_p(reference_correct: torch.Tensor, correct: torch.Tensor) -> float:
+    """Exact two-sided McNemar test of two classifiers on the same images: the p-value of their disagreements.
+
+    Only images where exactly one of the two is right count; under "equally accurate" each such
+    image goes either way with probability 1/2 (a binomial test). A small p: the accuracies differ.
+    """
+    only_reference = int((reference_correct & ~correct).sum())
+    only_other = int((~reference_correct & correct).sum())
+    discordant = only_reference + only_other
+    if discordant == 0:
+        return 1.0
+    tail = sum(math.comb(discordant, k) for k in range(min(only_reference, only_other) + 1))
+    return min(1.0, 2 * tail / 2**discordant)
 
 
 def class_scores(labels: torch.Tensor, predicted: torch.Tensor, class_names: Sequence[str]) -> tuple[ClassScores, ...]:

@@ -22,12 +22,13 @@ def artifact_link(experiment_id: str, run_id: str, path: str) -> str:
 
 def _variants_table(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     lines = [
-        "| variant | test acc | Δ acc (points) | size × | b256 speed-up × | attribution agreement |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| variant | test acc | Δ acc (points) | vs fp32 (McNemar) | size × | b256 speed-up × | attribution agreement |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
         lines.append(
-            f"| {row['variant']} | {row['test_acc']:.4f} | {row['acc_delta'] * 100:+.2f} | {row['size_ratio']:.2f} "
+            f"| {row['variant']} | {row['test_acc']:.4f} | {row['acc_delta'] * 100:+.2f} | {row['vs_fp32']} "
+            f"| {row['size_ratio']:.2f} "
             f"| {row['speedup_b256']:.2f} | {row['attribution_agreement']:.3f} |"
         )
     return lines

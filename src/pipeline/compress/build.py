@@ -137,7 +137,7 @@ def compress(model: nn.Module, splits: ImageSplits, settings: Settings, workdir:
     try:
         with nondeterministic_kernels_allowed():
             variants, skipped = build_variants(model, splits, settings, workdir)
-            measurements = measure(variants, splits.test, settings.latency_repeats)
+            measurements = measure(variants, splits.test, settings.latency_repeats, settings.seed)
             agreement = attribution_agreement(
                 {variant.name: variant.predict for variant in variants}, "fp32", splits.test, settings.seed
             )

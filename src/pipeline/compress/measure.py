@@ -13,7 +13,10 @@ import torch.nn.functional as F
 
 from pipeline.compress.variants import Predict, Variant
 from pipeline.data.splits import Split
+from pipeline.evaluation import bootstrap_interval, mcnemar_p
 from pipeline.progress import progress
+
+SIGNIFICANCE = 0.05  # a McNemar p-value under this: the variant's accuracy differs from fp32's
 
 
 @dataclass(frozen=True)
@@ -26,16 +29,24 @@ class Measurement:
     gzip_bytes: int
     latency_b256_ms: float
     latency_b1_ms: float
+    acc_ci95_low: float  # bootstrap interval of test_acc (a test split is a sample)
+    acc_ci95_high: float
+    mcnemar_p: float  # exact McNemar test against the first variant (fp32) on the same images; 1.0 for fp32
+
+    @property
+    def differs_from_reference(self) -> bool:
+        return self.mcnemar_p < SIGNIFICANCE
 
 
-def evaluate(predict: Predict, split: Split, batch_size: int = 512) -> tuple[float, float]:
-    correct, loss = 0, 0.0
+def evaluate(predict: Predict, split: Split, batch_size: int = 512) -> tuple[torch.Tensor, float]:
+    """Which test images the variant gets right, and its mean cross-entropy."""
+    correct, loss = [], 0.0
     for start in range(0, len(split), batch_size):
         logits = predict(split.images[start : start + batch_size]).float()
         labels = split.labels[start : start + batch_size]
-        correct += int((logits.argmax(dim=1) == labels).sum())
+        correct.append(logits.argmax(dim=1) == labels)
         loss += float(F.cross_entropy(logits, labels, reduction="sum"))
-    return correct / len(split), loss / len(split)
+    return torch.cat(correct), loss / len(split)
 
 
 def sizes(path: Path) -> tuple[int, int]:
@@ -62,13 +73,29 @@ def latencies(variants: list[Variant], batch: torch.Tensor, repeats: int) -> dic
     return {name: (statistics.median(big), statistics.median(one)) for name, (big, one) in timings.items()}
 
 
-def measure(variants: list[Variant], test: Split, repeats: int, batch_size: int = 256) -> list[Measurement]:
+def measure(variants: list[Variant], test: Split, repeats: int, seed: int, batch_size: int = 256) -> list[Measurement]:
+    """Every variant on the same test images; intervals and tests against ``variants[0]`` (fp32)."""
     timing = latencies(variants, test.images[:batch_size].clone(), repeats)
-    results = []
+    results, reference = [], None
     for variant in progress(variants, "compress: evaluate", lambda variant: variant.name):
-        accuracy, loss = evaluate(variant.predict, test)
+        correct, loss = evaluate(variant.predict, test)
+        reference = correct if reference is None else reference
         size, compressed = sizes(variant.artifact)
-        results.append(Measurement(variant.name, variant.kind, accuracy, loss, size, compressed, *timing[variant.name]))
+        low, high = bootstrap_interval(correct, seed)
+        results.append(
+            Measurement(
+                variant.name,
+                variant.kind,
+                float(correct.double().mean()),
+                loss,
+                size,
+                compressed,
+                *timing[variant.name],
+                low,
+                high,
+                mcnemar_p(reference, correct),
+            )
+        )
     return results
 
 

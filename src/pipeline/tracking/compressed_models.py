@@ -18,6 +18,8 @@ import torch
 from mlflow.models import infer_signature
 
 from pipeline.compress.build import Report
+from pipeline.compress.measure import Measurement
+from pipeline.compress.tradeoff import tradeoff_figure
 from pipeline.compress.variants import Variant
 from pipeline.failpoints import failpoint
 from pipeline.tracking.ledger import RunLedger
@@ -76,13 +78,24 @@ def log_variant_model(variant: Variant, example: torch.Tensor, config_yaml: str,
     return info.model_uri
 
 
+def comparison_with_reference(measurement: Measurement, is_reference: bool) -> str:
+    """The significance mark: `reference` (fp32), `n.s.` (not told apart from fp32 on these images) or the p-value."""
+    if is_reference:
+        return "reference"
+    return f"p={measurement.mcnemar_p:.2g}" if measurement.differs_from_reference else "n.s."
+
+
 def variant_rows(report: Report) -> list[dict[str, Any]]:
     rows = []
-    for measurement in report.measurements:
+    for index, measurement in enumerate(report.measurements):
         row = {
             "variant": measurement.name,
             "format": measurement.kind,
             "test_acc": measurement.test_acc,
+            "acc_ci95_low": measurement.acc_ci95_low,
+            "acc_ci95_high": measurement.acc_ci95_high,
+            "mcnemar_p": measurement.mcnemar_p,
+            "vs_fp32": comparison_with_reference(measurement, index == 0),
             "test_loss": measurement.test_loss,
             "size_bytes": measurement.size_bytes,
             "gzip_bytes": measurement.gzip_bytes,
@@ -96,55 +109,26 @@ def variant_rows(report: Report) -> list[dict[str, Any]]:
 
 
 def format_table(report: Report) -> str:
-    """The variants as a fixed-width text table (also printed by the benchmark script)."""
-    header = f"{'variant':16} {'acc':>7} {'Δacc':>7} {'size':>10} {'gzip':>10} {'size x':>7} {'gzip x':>7} {'b256 ms':>9} {'b1 ms':>8} {'b256 x':>7} {'attr':>6}"
+    """The variants as a fixed-width text table (also printed by the benchmark script).
+
+    `vs fp32`: an exact McNemar test on the same test images; `n.s.` means the accuracy
+    difference is within what those images can tell apart (p >= 0.05).
+    """
+    header = (
+        f"{'variant':16} {'acc (95% interval)':>21} {'Δacc':>7} {'vs fp32':>9} {'size':>10} {'gzip':>10} "
+        f"{'size x':>7} {'gzip x':>7} {'b256 ms':>9} {'b1 ms':>8} {'b256 x':>7} {'attr':>6}"
+    )
     lines = [header]
     for row in variant_rows(report):
+        accuracy = f"{row['test_acc']:.4f} ({row['acc_ci95_low']:.3f}-{row['acc_ci95_high']:.3f})"
         lines.append(
-            f"{row['variant']:16} {row['test_acc']:7.4f} {row['acc_delta'] * 100:+6.2f}p {row['size_bytes']:10d} "
-            f"{row['gzip_bytes']:10d} {row['size_ratio']:7.2f} {row['gzip_ratio']:7.2f} {row['latency_b256_ms']:9.2f} "
-            f"{row['latency_b1_ms']:8.3f} {row['speedup_b256']:7.2f} {row['attribution_agreement']:6.3f}"
+            f"{row['variant']:16} {accuracy:>21} {row['acc_delta'] * 100:+6.2f}p {row['vs_fp32']:>9} "
+            f"{row['size_bytes']:10d} {row['gzip_bytes']:10d} {row['size_ratio']:7.2f} {row['gzip_ratio']:7.2f} "
+            f"{row['latency_b256_ms']:9.2f} {row['latency_b1_ms']:8.3f} {row['speedup_b256']:7.2f} "
+            f"{row['attribution_agreement']:6.3f}"
         )
     lines += [f"{name:16} skipped: {reason}" for name, reason in report.skipped.items()]
     return "\n".join(lines)
-
-
-LOOKS_ELSEWHERE = 0.95  # attribution agreement with fp32 below which the figure labels a variant with it
-
-
-def _tradeoff_figure(rows: list[dict[str, Any]]) -> Any:
-    """Accuracy against size and against latency; variants at the same point share one label."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
-
-    panels = (
-        ("size_bytes", "serialized size (MB, log scale)", lambda value, _: f"{value / 1e6:g}"),
-        ("latency_b256_ms", "CPU latency per batch of 256 (ms, log scale)", lambda value, _: f"{value:g}"),
-    )
-    figure, axes = plt.subplots(1, 2, figsize=(12, 4.8), constrained_layout=True)
-    for axis, (key, label, formatter) in zip(axes, panels, strict=True):
-        points: dict[tuple[float, float], list[str]] = {}
-        for row in rows:
-            label = row["variant"]
-            if row["attribution_agreement"] < LOOKS_ELSEWHERE:  # as accurate, maybe, but not for the same reasons
-                label += f" (attr {row['attribution_agreement']:.2f})"
-            points.setdefault((float(f"{row[key]:.2g}"), round(row["test_acc"] * 100, 1)), []).append(label)
-        for (x, y), names in points.items():
-            axis.scatter(x, y, s=45)
-            axis.annotate(", ".join(names), (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8)
-        axis.set_xscale("log")
-        axis.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-        axis.xaxis.set_major_formatter(FuncFormatter(formatter))
-        axis.xaxis.set_minor_formatter(NullFormatter())
-        axis.set_xlabel(label)
-        axis.set_ylabel("test accuracy (%)")
-        axis.grid(True, which="both", alpha=0.3)
-    axes[0].set_title("Accuracy against size (left is smaller)")
-    axes[1].set_title("Accuracy against CPU latency (left is faster)")
-    return figure
 
 
 def log_report(
@@ -167,7 +151,7 @@ def log_report(
     metrics = {}
     for row in rows:
         for key, value in row.items():
-            if key not in ("variant", "format") and not math.isnan(value):
+            if not isinstance(value, str) and not math.isnan(value):
                 metrics[f"compress/{row['variant']}/{key}"] = float(value)
     if ledger is not None:
         metrics = ledger.new_metrics(metrics, step=0)
@@ -176,7 +160,7 @@ def log_report(
     if ledger is None or not ledger.has_artifact("compression/variants.json"):  # log_table appends to an existing table
         mlflow.log_table({key: [row[key] for row in rows] for key in rows[0]}, "compression/variants.json")
     mlflow.log_text(format_table(report) + "\n", "compression/variants.txt")
-    figure = _tradeoff_figure(rows)
+    figure = tradeoff_figure(rows)
     mlflow.log_figure(figure, "compression/tradeoff.png")
     plt.close(figure)
     tags = {f"cpu.{name}": str(present).lower() for name, present in report.cpu.items()}
