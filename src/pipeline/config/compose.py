@@ -98,9 +98,12 @@ def with_settings_added_since(cfg: DictConfig) -> DictConfig:
     """A stored config with the sections and keys a later pipeline added (`interpret`, `trainer.compile`) at their defaults.
 
     A run stored before they existed is still rerun, resumed, evaluated, compressed and served by
-    this code. Every added default keeps what the code did before the setting existed.
+    this code. Every added default keeps what the code did before the setting existed. Where the
+    code runs without conf/ (a served int8 model's own environment), the config is the one that
+    code stored, and is returned as it is.
     """
-    _fill_absent(cfg, compose_config())
+    if CONF_DIR.is_dir():
+        _fill_absent(cfg, compose_config())
     return cfg
 
 
