@@ -4,13 +4,14 @@ Made for a reviewer: every variant is labelled beside its point without overlapp
 or point (labels are placed after the layout is fixed, trying a ring of positions), variants the
 test set cannot tell apart from fp32 are drawn hollow, fp32 is the starred reference with its
 accuracy as a dotted line, and the Pareto front (no other variant both smaller or faster and more
-accurate) is drawn as a step line.
+accurate) is ringed and joined by a step line.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import matplotlib
@@ -29,9 +30,29 @@ LOOKS_ELSEWHERE = 0.95  # attribution agreement with fp32 below which a label sa
 OFFSETS = [(14, 0), (-14, 0)] + [
     (dx, dy * level) for level in range(1, 11) for dy in (14, -14) for dx in (14, -14, 0, 40, -40)
 ]
+
+
+@dataclass(frozen=True)
+class Panel:
+    key: str  # the row's column on the x axis
+    axis_label: str
+    ticks: Callable[[float, Any], str]
+    title: str
+
+
 PANELS = (
-    ("size_bytes", "serialized size (MB, log scale)", lambda value, _: f"{value / 1e6:g}", "smaller"),
-    ("latency_b256_ms", "CPU latency per batch of 256 (ms, log scale)", lambda value, _: f"{value:g}", "faster"),
+    Panel(
+        "size_bytes",
+        "serialized size (MB, log scale)",
+        lambda value, _: f"{value / 1e6:g}",
+        "Accuracy against size (left is smaller)",
+    ),
+    Panel(
+        "latency_b256_ms",
+        "CPU latency per batch of 256 (ms, log scale)",
+        lambda value, _: f"{value:g}",
+        "Accuracy against CPU latency (left is faster)",
+    ),
 )
 
 
@@ -75,8 +96,8 @@ def _place_labels(axis: Axes, labelled: dict[tuple[float, float], list[str]]) ->
             axis.annotate(text, point, xytext=OFFSETS[0], textcoords="offset points", fontsize=10, va="center")
 
 
-def _panel(axis: Axes, rows: list[dict[str, Any]], key: str, label: str, formatter: Any, better: str) -> None:
-    reference = rows[0]
+def _draw_panel(axis: Axes, rows: list[dict[str, Any]], panel: Panel) -> None:
+    key, reference = panel.key, rows[0]
     axis.axhline(reference["test_acc"] * 100, color="0.3", linestyle=":", linewidth=1)
     xs = [row[key] for row in rows]
     axis.set_xscale("log")
@@ -104,19 +125,19 @@ def _panel(axis: Axes, rows: list[dict[str, Any]], key: str, label: str, formatt
     margin = max(0.5, (max(highs) - min(lows)) * 0.15)
     axis.set_ylim(min(lows) - margin, max(highs) + margin)
     axis.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-    axis.xaxis.set_major_formatter(FuncFormatter(formatter))
+    axis.xaxis.set_major_formatter(FuncFormatter(panel.ticks))
     axis.xaxis.set_minor_formatter(NullFormatter())
-    axis.set_xlabel(label, fontsize=11)
+    axis.set_xlabel(panel.axis_label, fontsize=11)
     axis.set_ylabel("test accuracy (%)", fontsize=11)
-    axis.set_title(f"Accuracy against {label.split(' (')[0].replace('serialized ', '')} (left is {better})")
+    axis.set_title(panel.title)
     axis.grid(True, which="both", alpha=0.3)
 
 
 def tradeoff_figure(rows: list[dict[str, Any]]) -> Figure:
     """Two panels from `variant_rows` (fp32 first): accuracy against size and against latency."""
     figure, axes = plt.subplots(1, 2, figsize=(13, 5.6), layout="constrained")
-    for axis, (key, label, formatter, better) in zip(axes, PANELS, strict=True):
-        _panel(axis, rows, key, label, formatter, better)
+    for axis, panel in zip(axes, PANELS, strict=True):
+        _draw_panel(axis, rows, panel)
     legend = [
         Line2D([], [], marker="*", color="black", markersize=12, linestyle=":", label="fp32 (reference)"),
         Line2D([], [], marker="o", color="tab:blue", linestyle="", label="differs from fp32 (McNemar p < 0.05)"),
@@ -144,10 +165,10 @@ def tradeoff_figure(rows: list[dict[str, Any]]) -> Figure:
     figure.legend(handles=legend, loc="outside lower center", ncol=5, fontsize=10, frameon=False)
     figure.canvas.draw()  # the layout settles first: labels are placed in its final pixels
     figure.set_layout_engine("none")
-    for axis, (key, *_) in zip(axes, PANELS, strict=True):
+    for axis, panel in zip(axes, PANELS, strict=True):
         labelled: dict[tuple[float, float], list[str]] = {}
         for row in rows:
-            labelled.setdefault((row[key], row["test_acc"] * 100), []).append(_label(row))
+            labelled.setdefault((row[panel.key], row["test_acc"] * 100), []).append(_label(row))
         _place_labels(axis, _merge_coincident(labelled))
     return figure
 
