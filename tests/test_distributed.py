@@ -113,5 +113,12 @@ def test_two_nodes_started_by_torchrun_on_localhost_give_one_run(tmp_path: Path,
     (run,) = _runs(out)
     assert run.info.status == "FINISHED" and run.data.metrics["test/samples"] == 1000
     assert run.data.params["trainer.num_nodes"] == "2"
+    metrics = run.data.metrics  # each machine sampled once into the run: the first node's, then node 1's
+    assert metrics["system/cpu_utilization_percentage"] >= 0 and metrics["system/node1/cpu_utilization_percentage"] >= 0
+    client = store_client(out)
+    steps = [
+        point.step for point in client.get_metric_history(run.info.run_id, "system/node1/system_memory_usage_megabytes")
+    ]
+    assert steps == list(range(len(steps))) and steps
     assert f"run id:  {run.info.run_id}" in logs[0] and "run id:" not in logs[1]
     assert [path.name for path in (out / "hydra").iterdir()] == ["torchrun-two-nodes"]

@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Mapping
 
+import pytorch_lightning as pl
 from mlflow import MlflowClient
 from mlflow.entities import Metric
 from mlflow.system_metrics.metrics.base_metrics_monitor import BaseMetricsMonitor
@@ -56,9 +57,12 @@ def _monitors() -> list[BaseMetricsMonitor]:
 class SystemMetrics:
     """A daemon thread that samples the machine into run ``run_id`` every ``interval_s`` seconds."""
 
-    def __init__(self, uri: str, run_id: str, interval_s: float, last_steps: Mapping[str, int]) -> None:
-        self.uri, self.run_id, self.interval_s = uri, run_id, interval_s
-        self.step = max((step for key, step in last_steps.items() if key.startswith(PREFIX)), default=-1) + 1
+    def __init__(
+        self, uri: str, run_id: str, interval_s: float, last_steps: Mapping[str, int], prefix: str = PREFIX
+    ) -> None:
+        self.uri, self.run_id, self.interval_s, self.prefix = uri, run_id, interval_s, prefix
+        own = [step for key, step in last_steps.items() if key.startswith(prefix) and "/" not in key[len(prefix) :]]
+        self.step = max(own, default=-1) + 1
         self.monitors = _monitors()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample_until_stopped, name=THREAD_NAME, daemon=True)
@@ -96,7 +100,7 @@ class SystemMetrics:
         for monitor in self.monitors:
             values.update(monitor.aggregate_metrics())
             monitor.clear_metrics()
-        metrics = [Metric(PREFIX + name, float(value), timestamp, self.step) for name, value in values.items()]
+        metrics = [Metric(self.prefix + name, float(value), timestamp, self.step) for name, value in values.items()]
         self.step += 1
         try:
             client.log_batch(self.run_id, metrics=metrics)
@@ -106,3 +110,30 @@ class SystemMetrics:
                     "system metrics: a sample could not be stored (%s); later ones are tried", type(err).__name__
                 )
             self._failed = True
+
+
+class SystemMetricsOfOtherNodes(pl.Callback):
+    """Under multi-node training, the first process of every other node samples its machine as `system/node<k>/*`.
+
+    The first node's machine is the run's own `system/*`. The run's id, store and the steps it
+    holds (a resumed run continues them) reach the other nodes by a broadcast when fit sets up,
+    so every node's series lands once, in the one run.
+    """
+
+    def __init__(self, uri: str | None, run_id: str | None, interval_s: float, last_steps: Mapping[str, int]) -> None:
+        self.run = (uri, run_id, dict(last_steps))  # the first rank's; None on the others until the broadcast
+        self.interval_s = interval_s
+        self.monitor: SystemMetrics | None = None
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage != "fit":
+            return
+        uri, run_id, last_steps = trainer.strategy.broadcast(self.run, src=0)  # every rank takes part
+        if trainer.node_rank > 0 and trainer.local_rank == 0:
+            prefix = f"{PREFIX}node{trainer.node_rank}/"
+            self.monitor = SystemMetrics(uri, run_id, self.interval_s, last_steps, prefix).start()
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage == "fit" and self.monitor is not None:
+            self.monitor.stop()
+            self.monitor = None

@@ -45,6 +45,7 @@ from pipeline.tracking.run import TrackedRun
 from pipeline.tracking.store import resolve_tracking_uri
 from pipeline.tracking.stored_runs import fetch_run
 from pipeline.tracking.sweep_runs import DEFERRED_TAG, PARENT_TAG
+from pipeline.tracking.system_metrics import SystemMetricsOfOtherNodes
 from pipeline.trainer import build_trainer, check_batch_limits, checkpoint_dir
 from pipeline.workflows.attributions import attributions_wanted, log_attributions
 from pipeline.workflows.compress import compress_and_log
@@ -92,8 +93,8 @@ def train(
     tags = {**(extra_tags or {}), **deferred}
     with tracked_run(cfg, overrides, splits, task.model, resume_run_id, tags) as run:
         logger = run.metrics_logger(cfg.tracking.flush_every_s) if run else None
-        run_id = run.run_id if run else "not-rank-zero"
-        trainer, best = build_trainer(cfg, logger, output_root, run_id, [divergence, *(callbacks or [])])
+        extra = [divergence, *every_node_sampled(cfg, run), *(callbacks or [])]
+        trainer, best = build_trainer(cfg, logger, output_root, run.run_id if run else "not-rank-zero", extra)
         test_metrics = fit_and_test(trainer, task, datamodule, resume_checkpoint, divergence, run, best)
         if run is None or logger is None:
             return None  # a DDP rank other than the first: the first one logs
@@ -145,6 +146,16 @@ def prepare_process(cfg: DictConfig) -> None:
             cfg.trainer.precision = auto_precision(on_gpu, on_gpu and torch.cuda.is_bf16_supported(), features)
         where = "this GPU" if on_gpu else f"this CPU ({' '.join(features) or 'no SIMD features known'})"
         log.info("trainer.precision=auto: %s on %s", cfg.trainer.precision, where)
+
+
+def every_node_sampled(cfg: DictConfig, run: TrackedRun | None) -> list[Callback]:
+    """Under multi-node training, a callback that adds every other node's machine to the run's system metrics."""
+    if cfg.trainer.num_nodes == 1 or cfg.tracking.system_metrics_s is None:
+        return []
+    if run is None:  # a rank after the first: the run reaches it by broadcast
+        return [SystemMetricsOfOtherNodes(None, None, cfg.tracking.system_metrics_s, {})]
+    last_steps = run.ledger.last_steps if run.ledger is not None else {}
+    return [SystemMetricsOfOtherNodes(run.uri, run.run_id, cfg.tracking.system_metrics_s, last_steps)]
 
 
 def build_model_and_task(cfg: DictConfig, splits: ImageSplits) -> ClassificationTask:
