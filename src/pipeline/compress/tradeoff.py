@@ -166,18 +166,16 @@ def tradeoff_figure(rows: list[dict[str, Any]]) -> Figure:
     figure.canvas.draw()  # the layout settles first: labels are placed in its final pixels
     figure.set_layout_engine("none")
     for axis, panel in zip(axes, PANELS, strict=True):
-        labelled: dict[tuple[float, float], list[str]] = {}
-        for row in rows:
-            labelled.setdefault((row[panel.key], row["test_acc"] * 100), []).append(_label(row))
-        _place_labels(axis, _merge_coincident(labelled))
+        _place_labels(axis, _labels_by_point(rows, panel.key))
     return figure
 
 
-def _merge_coincident(labelled: dict[tuple[float, float], list[str]]) -> dict[tuple[float, float], list[str]]:
-    """Variants at the same point (same size to 2 digits, same accuracy to 0.1 point) share one label."""
+def _labels_by_point(rows: list[dict[str, Any]], key: str) -> dict[tuple[float, float], list[str]]:
+    """Each point's labels: variants at the same point (x within 1 %, accuracy within 0.05 points) share one."""
     merged: dict[tuple[float, float], list[str]] = {}
-    for (x, y), names in labelled.items():
-        key = next(
+    for row in rows:
+        x, y = row[key], row["test_acc"] * 100
+        point = next(
             (
                 point
                 for point in merged
@@ -185,5 +183,5 @@ def _merge_coincident(labelled: dict[tuple[float, float], list[str]]) -> dict[tu
             ),
             (x, y),
         )
-        merged.setdefault(key, []).extend(names)
+        merged.setdefault(point, []).append(_label(row))
     return merged
