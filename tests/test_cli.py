@@ -46,6 +46,10 @@ SLOW = pytest.mark.slow
         (["sweep.log_models=some"], "error: sweep.log_models: must be best or all, got 'some'"),
         (["trainer.precision=bf17"], "error: trainer.precision: must be one of 32-true, bf16-mixed, "),
         (
+            ["compression.slim_fractions=[0.5,1.0]"],
+            "error: compression.slim_fractions: each must be in (0, 1), got 1.0",
+        ),
+        (
             ["trainer.compile_backend=tvm"],
             "error: trainer.compile_backend: must be one of inductor, aot_eager, eager, ",
         ),

@@ -20,7 +20,8 @@ from torch import nn
 from conftest import COMMAND_TIMEOUT_S, run_training
 from pipeline.cli.compress import main as compression_main
 from pipeline.cli.rerun import main as rerun_main
-from pipeline.compress.build import Settings, build_variants
+from pipeline.compress.build import Distillation, Settings, build_variants
+from pipeline.compress.finetune import Training
 from pipeline.compress.prune import prunable_weights, prune_global, sparsity_of
 from pipeline.compress.tradeoff import pareto_front, tradeoff_figure
 from pipeline.config.compose import compose_config
@@ -30,32 +31,23 @@ from pipeline.evaluation import mcnemar_p
 from pipeline.models.build import build_model
 from pipeline.workflows.compress import compress_stored_run
 
-EXPECTED = {
-    "cnn": {
-        "fp32",
-        "fp16",
-        "bf16",
-        "pruned50",
-        "pruned80",
-        "int8_static",
-        "int8_dynamic",
-        "pruned80_int8",
-        "onnx",
-        "onnx_int8",
-    },
-    "rnn": {"fp32", "fp16", "bf16", "pruned50", "pruned80", "int8_dynamic", "pruned80_int8", "onnx", "onnx_int8"},
-    "transformer": {
-        "fp32",
-        "fp16",
-        "bf16",
-        "pruned50",
-        "pruned80",
-        "int8_dynamic",
-        "pruned80_int8",
-        "onnx",
-        "onnx_int8",
-    },
+EVERY_FAMILY = {
+    "fp32",
+    "fp16",
+    "bf16",
+    "pruned50",
+    "pruned80",
+    "slim50",
+    "slim75",
+    "distilled",
+    "student_scratch",
+    "int8_dynamic",
+    "pruned80_int8",
+    "slim75_int8",
+    "onnx",
+    "onnx_int8",
 }
+EXPECTED = {"cnn": EVERY_FAMILY | {"int8_static"}, "rnn": EVERY_FAMILY, "transformer": EVERY_FAMILY}
 
 
 def logged_variants(client: MlflowClient, run_id: str) -> dict[str, str]:
@@ -243,12 +235,17 @@ def test_pruning_zeroes_the_requested_fraction_of_weights_for_good(family: str) 
     cfg = compose_config([f"model={family}", "data=synthetic", "data.train_size=64"])
     splits = safe_instantiate(cfg.data, "data", shuffle_seed=0).splits
     model = build_model(cfg, splits.image_shape, 10).eval()
-    pruned = prune_global(model, 0.8, splits.train, epochs=1, lr=1e-3, batch_size=32, seed=0)
+    pruned = prune_global(model, 0.8, splits.train, Training(epochs=1, lr=1e-3, batch_size=32, seed=0))
     assert sparsity_of(pruned) == pytest.approx(0.8, abs=0.01)
     assert sparsity_of(model) < 0.01  # the original is untouched
     assert not any(name.endswith("_orig") for name, _ in pruned.named_parameters())  # masks folded in
     assert len(prunable_weights(pruned)) == len(prunable_weights(model))
     assert pruned(splits.train.images[:4]).shape == (4, 10)
+
+
+def variants_only(variants: list[str]) -> Settings:
+    """Settings that build ``variants`` with one calibration batch and no training."""
+    return Settings(variants, [0.5], [0.5], Training(0, 1e-3, 32, 0), Distillation(0.25, 0, 1e-3, 4.0, 0.5, 0), 1, 1, 1)
 
 
 class BranchesOnItsInput(nn.Module):
@@ -266,7 +263,7 @@ class BranchesOnItsInput(nn.Module):
 def test_a_model_torch_fx_cannot_trace_gets_no_static_int8_and_says_why(tmp_path: Path) -> None:
     cfg = compose_config(["data=synthetic", "data.train_size=64"])
     splits = safe_instantiate(cfg.data, "data", shuffle_seed=0).splits
-    settings = Settings(["int8_static", "int8_dynamic"], [0.5], 0, 1e-3, 32, 1, 1, 1, 0)
+    settings = variants_only(["int8_static", "int8_dynamic"])
     variants, skipped = build_variants(BranchesOnItsInput(), splits, settings, tmp_path)
     assert [variant.name for variant in variants] == ["fp32", "int8_dynamic"]
     assert skipped["int8_static"].startswith("int8_static: torch.fx cannot trace the model (symbolically traced")
@@ -282,7 +279,7 @@ def test_a_model_the_onnx_exporter_cannot_express_is_skipped_not_a_crash(
     cfg = compose_config(["data=synthetic", "data.train_size=64"])
     splits = safe_instantiate(cfg.data, "data", shuffle_seed=0).splits
     model = build_model(cfg, splits.image_shape, 10)
-    settings = Settings(["onnx", "onnx_int8", "bf16"], [0.5], 0, 1e-3, 32, 1, 1, 1, 0)
+    settings = variants_only(["onnx", "onnx_int8", "bf16"])
     variants, skipped = build_variants(model, splits, settings, tmp_path)
     assert [variant.name for variant in variants] == ["fp32", "bf16"]
     assert skipped == {

@@ -70,7 +70,7 @@ class ClassificationTask(pl.LightningModule):
     def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
         images, labels = batch
         logits = self(images)
-        loss = F.cross_entropy(logits, labels)
+        loss = self.training_loss(images, logits, labels) if stage == "train" else F.cross_entropy(logits, labels)
         accuracy = self.accuracy[f"{stage}_acc"]
         accuracy(logits, labels)
         if stage == "train":  # per step, this rank's batch: the loss being optimised right now
@@ -87,6 +87,10 @@ class ClassificationTask(pl.LightningModule):
                 f"{stage}/acc", accuracy, on_step=False, on_epoch=True, prog_bar=stage == "val", batch_size=len(labels)
             )
         return loss
+
+    def training_loss(self, images: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """What training minimises: cross-entropy with the labels (distillation adds a teacher's outputs)."""
+        return F.cross_entropy(logits, labels)
 
     def on_validation_epoch_end(self) -> None:
         """The training epoch's accuracy, logged before the epoch's checkpoints are written.

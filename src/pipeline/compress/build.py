@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -10,8 +11,10 @@ import torch
 from torch import nn
 
 from pipeline.compress import onnx_runtime
+from pipeline.compress.finetune import Teacher, Training, fine_tune
 from pipeline.compress.measure import Measurement, cpu_int8_features, measure
 from pipeline.compress.prune import prune_global
+from pipeline.compress.slim import ModelSection, narrower_section, slimmed
 from pipeline.compress.variants import (
     Variant,
     VariantSkipped,
@@ -25,20 +28,32 @@ from pipeline.data.splits import ImageSplits
 from pipeline.interpret.agreement import attribution_agreement
 from pipeline.progress import progress
 
-VARIANT_KINDS = ("fp16", "bf16", "pruned", "int8_static", "int8_dynamic", "pruned_int8", "onnx", "onnx_int8")
+ModelFactory = Callable[[ModelSection], nn.Module]  # a model section -> a new, untrained model for the run's data
+
+
+@dataclass(frozen=True)
+class Distillation:
+    """The student (the model's family at ``width`` of each width) and how it learns from the trained model."""
+
+    width: float
+    epochs: int
+    lr: float
+    temperature: float
+    weight: float
+    slim_epochs: int  # slim models learn from the trained model too, for this many epochs at ``lr``
 
 
 @dataclass(frozen=True)
 class Settings:
     variants: list[str]
     sparsities: list[float]
-    finetune_epochs: int
-    finetune_lr: float
-    batch_size: int
+    slim_fractions: list[float]
+    finetune: Training  # of pruned variants; its batch size and seed are every training's
+    distillation: Distillation
     calibration_batches: int
     latency_repeats: int
     threads: int
-    seed: int
+    model_section: ModelSection | None = None  # the trained model's `model` section: what slim and students narrow
 
 
 @dataclass
@@ -62,24 +77,88 @@ class Report:
         }
 
 
-def _pruned_name(sparsity: float) -> str:
-    return f"pruned{round(sparsity * 100)}"
+def _percent_name(prefix: str, fraction: float) -> str:
+    return f"{prefix}{round(fraction * 100)}"
+
+
+def _narrow_model(
+    settings: Settings, build: ModelFactory | None, keep: float, name: str
+) -> tuple[ModelSection, nn.Module]:
+    """A new model of the trained one's family with every width scaled by ``keep``, and its section."""
+    if settings.model_section is None or build is None:
+        raise VariantSkipped(f"{name}: needs the run's model section to build a narrower model")
+    section = narrower_section(settings.model_section, keep, name)
+    torch.manual_seed(settings.finetune.seed)  # the same initial weights for every model of this width
+    return section, build(section)
+
+
+def slim_variant(
+    model: nn.Module,
+    splits: ImageSplits,
+    settings: Settings,
+    build: ModelFactory | None,
+    fraction: float,
+    workdir: Path,
+) -> Variant:
+    """Structured pruning: the ``fraction`` least important of every kind of unit removed, then fine-tuned
+    in the task's loop with the trained model as teacher."""
+    name = _percent_name("slim", fraction)
+    section, narrow = _narrow_model(settings, build, 1 - fraction, name)
+    try:
+        narrow = slimmed(model, narrow, splits.image_shape)
+    except VariantSkipped as reason:
+        raise VariantSkipped(f"{name}: {reason}") from None
+    distillation = settings.distillation
+    training = Training(distillation.slim_epochs, distillation.lr, settings.finetune.batch_size, settings.finetune.seed)
+    fine_tune(narrow, splits.train, training, Teacher(model, distillation.temperature, distillation.weight))
+    return fp32(narrow, workdir, name, section)
+
+
+def student_variants(
+    model: nn.Module, splits: ImageSplits, settings: Settings, build: ModelFactory | None, workdir: Path
+) -> list[Variant]:
+    """`distilled`: a narrow student trained on the model's softened outputs and the labels; `student_scratch`:
+    the same student (same initial weights, data, epochs) on the labels alone, so the table shows what the teacher adds."""
+    distillation = settings.distillation
+    training = Training(distillation.epochs, distillation.lr, settings.finetune.batch_size, settings.finetune.seed)
+    section, student = _narrow_model(settings, build, distillation.width, "distilled")
+    _, scratch = _narrow_model(settings, build, distillation.width, "student_scratch")
+    fine_tune(student, splits.train, training, Teacher(model, distillation.temperature, distillation.weight))
+    fine_tune(scratch, splits.train, training)
+    return [fp32(student, workdir, "distilled", section), fp32(scratch, workdir, "student_scratch", section)]
+
+
+def int8_on_top(source: Variant, calibration: list[torch.Tensor], workdir: Path) -> Variant:
+    """``source`` in int8: static where it has convolutions, dynamic (Linear, LSTM, GRU) otherwise."""
+    name = f"{source.name}_int8"
+    try:
+        variant = int8_static(source.module, calibration, workdir, name)
+    except VariantSkipped:
+        variant = int8_dynamic(source.module, workdir, name)
+    variant.model_section = source.model_section
+    return variant
 
 
 def build_variants(
-    model: nn.Module, splits: ImageSplits, settings: Settings, workdir: Path
+    model: nn.Module, splits: ImageSplits, settings: Settings, workdir: Path, build: ModelFactory | None = None
 ) -> tuple[list[Variant], dict[str, str]]:
+    """Every variant of ``settings.variants`` that applies (``build`` makes the narrower models of slim and
+    distilled), and why each one that does not was skipped."""
     model = model.eval()
     calibration = [splits.train.images[i * 128 : (i + 1) * 128] for i in range(settings.calibration_batches)]
     example = splits.test.images[:2].clone()
     variants, skipped = [fp32(model, workdir)], {}
-    pruned: dict[str, nn.Module] = {}
+    pruned: dict[str, Variant] = {}
+    slim: list[Variant] = []
 
-    def attempt(name: str, make) -> None:
+    def attempt(name: str, make) -> Variant | None:
         try:
-            variants.append(make())
+            made = make()
         except VariantSkipped as reason:
             skipped[name] = str(reason)
+            return None
+        variants.extend(made if isinstance(made, list) else [made])
+        return made
 
     for kind in progress(settings.variants, "compress: build"):
         if kind == "fp16":
@@ -88,17 +167,24 @@ def build_variants(
             attempt(kind, lambda: half(model, torch.bfloat16, workdir, example))
         elif kind == "pruned":
             for sparsity in settings.sparsities:
-                name = _pruned_name(sparsity)
-                pruned[name] = prune_global(
-                    model,
-                    sparsity,
-                    splits.train,
-                    settings.finetune_epochs,
-                    settings.finetune_lr,
-                    settings.batch_size,
-                    settings.seed,
+                name = _percent_name("pruned", sparsity)
+                pruned[name] = fp32(prune_global(model, sparsity, splits.train, settings.finetune), workdir, name)
+                variants.append(pruned[name])
+        elif kind == "slim":
+            for fraction in settings.slim_fractions:
+                made = attempt(
+                    _percent_name("slim", fraction),
+                    partial(slim_variant, model, splits, settings, build, fraction, workdir),
                 )
-                variants.append(fp32(pruned[name], workdir, name))
+                slim += [made] if made else []
+        elif kind == "slim_int8":
+            if not slim:
+                skipped[kind] = "slim_int8: needs a built 'slim' variant earlier in compression.variants"
+                continue
+            slimmest = max(slim, key=lambda variant: int(variant.name.removeprefix("slim")))
+            attempt(kind, partial(int8_on_top, slimmest, calibration, workdir))
+        elif kind == "distilled":
+            attempt(kind, partial(student_variants, model, splits, settings, build, workdir))
         elif kind == "int8_static":
             attempt(kind, lambda: int8_static(model, calibration, workdir))
         elif kind == "int8_dynamic":
@@ -107,12 +193,8 @@ def build_variants(
             if not pruned:
                 skipped[kind] = "pruned_int8: needs 'pruned' earlier in compression.variants"
                 continue
-            name = max(pruned, key=lambda key: int(key.removeprefix("pruned")))
-            source = pruned[name]
-            attempt(kind, partial(int8_static, source, calibration, workdir, f"{name}_int8"))
-            if kind in skipped:  # no convolutions: dynamic int8 is what applies
-                skipped.pop(kind)
-                attempt(kind, partial(int8_dynamic, source, workdir, f"{name}_int8"))
+            sparsest = max(pruned, key=lambda key: int(key.removeprefix("pruned")))
+            attempt(kind, partial(int8_on_top, pruned[sparsest], calibration, workdir))
         elif kind == "onnx":
             attempt(
                 kind,
@@ -130,16 +212,18 @@ def build_variants(
     return variants, skipped
 
 
-def compress(model: nn.Module, splits: ImageSplits, settings: Settings, workdir: Path) -> Report:
+def compress(
+    model: nn.Module, splits: ImageSplits, settings: Settings, workdir: Path, build: ModelFactory | None = None
+) -> Report:
     """Build, then measure every variant on the test split at a fixed thread count, and compare what each looks at."""
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(settings.threads)
     try:
         with nondeterministic_kernels_allowed():
-            variants, skipped = build_variants(model, splits, settings, workdir)
-            measurements = measure(variants, splits.test, settings.latency_repeats, settings.seed)
+            variants, skipped = build_variants(model, splits, settings, workdir, build)
+            measurements = measure(variants, splits.test, settings.latency_repeats, settings.finetune.seed)
             agreement = attribution_agreement(
-                {variant.name: variant.predict for variant in variants}, "fp32", splits.test, settings.seed
+                {variant.name: variant.predict for variant in variants}, "fp32", splits.test, settings.finetune.seed
             )
     finally:
         torch.set_num_threads(previous_threads)

@@ -9,10 +9,10 @@ from __future__ import annotations
 import copy
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import prune
 
+from pipeline.compress.finetune import Training, fine_tune
 from pipeline.data.splits import Split
 
 
@@ -33,25 +33,7 @@ def prunable_weights(model: nn.Module) -> list[tuple[nn.Module, str]]:
     return found
 
 
-def fine_tune(model: nn.Module, train: Split, epochs: int, lr: float, batch_size: int, seed: int) -> None:
-    """A few epochs of Adam on the training split: lets the remaining weights take over."""
-    generator = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    model.train()
-    for _ in range(epochs):
-        order = torch.randperm(len(train), generator=generator)
-        for start in range(0, len(train), batch_size):
-            index = order[start : start + batch_size]
-            loss = F.cross_entropy(model(train.images[index]), train.labels[index])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-    model.eval()
-
-
-def prune_global(
-    model: nn.Module, sparsity: float, train: Split, epochs: int, lr: float, batch_size: int, seed: int
-) -> nn.Module:
+def prune_global(model: nn.Module, sparsity: float, train: Split, training: Training) -> nn.Module:
     """A copy of ``model`` with the smallest ``sparsity`` fraction of all weights set to zero for good."""
     channels_last = any(
         weight.dim() == 4 and not weight.is_contiguous() and weight.is_contiguous(memory_format=torch.channels_last)
@@ -60,8 +42,7 @@ def prune_global(
     pruned = copy.deepcopy(model).to(memory_format=torch.contiguous_format)  # pruning flattens every weight
     weights = prunable_weights(pruned)
     prune.global_unstructured(weights, pruning_method=prune.L1Unstructured, amount=sparsity)
-    if epochs > 0:
-        fine_tune(pruned, train, epochs, lr, batch_size, seed)
+    fine_tune(pruned, train, training)  # the masks' hooks keep the removed weights at zero
     for module, name in weights:
         prune.remove(module, name)  # fold the mask in: otherwise the saved file holds weights and masks
     for module in pruned.modules():

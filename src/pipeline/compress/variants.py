@@ -32,6 +32,7 @@ class Variant:
     artifact: Path  # the serialized model whose size is reported
     module: nn.Module | None = None
     recipe: str = ""  # how to rebuild a torch_int8 module: "static" or "dynamic"
+    model_section: dict | None = None  # a narrower model's `model` section (slim, students), where it is not the run's
 
 
 def save_state_dict(module: nn.Module, path: Path) -> Path:
@@ -47,8 +48,9 @@ def torch_predict(module: nn.Module) -> Predict:
     return predict
 
 
-def fp32(model: nn.Module, workdir: Path, name: str = "fp32") -> Variant:
-    return Variant(name, "torch", torch_predict(model), save_state_dict(model, workdir / f"{name}.pt"), model)
+def fp32(model: nn.Module, workdir: Path, name: str = "fp32", model_section: dict | None = None) -> Variant:
+    artifact = save_state_dict(model, workdir / f"{name}.pt")
+    return Variant(name, "torch", torch_predict(model), artifact, model, model_section=model_section)
 
 
 class Float32Interface(nn.Module):

@@ -412,7 +412,19 @@ class TrackingConfig:
         _require(self.outage_wait_s >= 0, "tracking.outage_wait_s", f"must be >= 0, got {self.outage_wait_s}")
 
 
-COMPRESSION_VARIANTS = ("fp16", "bf16", "pruned", "int8_static", "int8_dynamic", "pruned_int8", "onnx", "onnx_int8")
+COMPRESSION_VARIANTS = (
+    "fp16",
+    "bf16",
+    "pruned",
+    "slim",
+    "distilled",
+    "int8_static",
+    "int8_dynamic",
+    "pruned_int8",
+    "slim_int8",
+    "onnx",
+    "onnx_int8",
+)
 
 
 @dataclass
@@ -422,8 +434,15 @@ class CompressionConfig:
     enabled: bool = MISSING
     variants: list[str] = MISSING
     sparsities: list[float] = MISSING
+    slim_fractions: list[float] = MISSING
     finetune_epochs: int = MISSING
     finetune_lr: float = MISSING
+    slim_epochs: int = MISSING
+    student_width: float = MISSING
+    student_lr: float = MISSING
+    distill_epochs: int = MISSING
+    distill_temperature: float = MISSING
+    distill_weight: float = MISSING
     calibration_batches: int = MISSING
     latency_repeats: int = MISSING
     threads: Optional[int] = MISSING
@@ -438,6 +457,18 @@ class CompressionConfig:
             )
         for sparsity in self.sparsities:
             _require(0 < sparsity < 1, "compression.sparsities", f"each must be in (0, 1), got {sparsity}")
+        for fraction in self.slim_fractions:
+            _require(0 < fraction < 1, "compression.slim_fractions", f"each must be in (0, 1), got {fraction}")
+        _require(
+            0 < self.student_width < 1, "compression.student_width", f"must be in (0, 1), got {self.student_width}"
+        )
+        _require(self.slim_epochs >= 0, "compression.slim_epochs", f"must be >= 0, got {self.slim_epochs}")
+        _require_positive(self.student_lr, "compression.student_lr")
+        _require(self.distill_epochs >= 0, "compression.distill_epochs", f"must be >= 0, got {self.distill_epochs}")
+        _require_positive(self.distill_temperature, "compression.distill_temperature")
+        _require(
+            0 <= self.distill_weight <= 1, "compression.distill_weight", f"must be in [0, 1], got {self.distill_weight}"
+        )
         _require(self.finetune_epochs >= 0, "compression.finetune_epochs", f"must be >= 0, got {self.finetune_epochs}")
         _require_positive(self.finetune_lr, "compression.finetune_lr")
         _require_positive(self.calibration_batches, "compression.calibration_batches")

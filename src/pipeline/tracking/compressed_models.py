@@ -16,6 +16,7 @@ from typing import Any
 import mlflow
 import torch
 from mlflow.models import infer_signature
+from omegaconf import OmegaConf
 
 from pipeline.compress.build import Report
 from pipeline.compress.measure import Measurement
@@ -57,6 +58,12 @@ def log_variant_model(variant: Variant, example: torch.Tensor, config_yaml: str,
                 **common,
             )
         else:
+            if (
+                variant.model_section is not None
+            ):  # a narrower model (slim): the int8 module is rebuilt from its section
+                config_yaml = OmegaConf.to_yaml(
+                    OmegaConf.merge(OmegaConf.create(config_yaml), {"model": variant.model_section})
+                )
             with tempfile.TemporaryDirectory() as scratch:
                 folder = Path(scratch)
                 (folder / "config.yaml").write_text(config_yaml)

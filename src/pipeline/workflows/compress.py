@@ -13,7 +13,8 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline.compress.build import Report, Settings, compress
+from pipeline.compress.build import Distillation, ModelFactory, Report, Settings, compress
+from pipeline.compress.finetune import Training
 from pipeline.compress.variants import nondeterministic_kernels_allowed
 from pipeline.config.compose import store_location, stored_config
 from pipeline.config.validation import validate
@@ -34,14 +35,30 @@ def settings_from(cfg: DictConfig) -> Settings:
     return Settings(
         variants=list(compression.variants),
         sparsities=list(compression.sparsities),
-        finetune_epochs=compression.finetune_epochs,
-        finetune_lr=compression.finetune_lr,
-        batch_size=cfg.data.batch_size,
+        slim_fractions=list(compression.slim_fractions),
+        finetune=Training(compression.finetune_epochs, compression.finetune_lr, cfg.data.batch_size, cfg.seed),
+        distillation=Distillation(
+            compression.student_width,
+            compression.distill_epochs,
+            compression.student_lr,
+            compression.distill_temperature,
+            compression.distill_weight,
+            compression.slim_epochs,
+        ),
         calibration_batches=compression.calibration_batches,
         latency_repeats=compression.latency_repeats,
         threads=compression.threads or cfg.trainer.threads or torch.get_num_threads(),
-        seed=cfg.seed,
+        model_section=OmegaConf.to_container(cfg.model, resolve=True),
     )
+
+
+def model_factory(cfg: DictConfig, splits: ImageSplits) -> ModelFactory:
+    """Builds a model of another `model` section (a narrower one) for the run's data, with the run's trusted targets."""
+
+    def build(section: dict) -> torch.nn.Module:
+        return build_model(OmegaConf.merge(cfg, {"model": section}), splits.image_shape, len(splits.class_names))
+
+    return build
 
 
 def registered_model_name(cfg: DictConfig) -> str:
@@ -60,7 +77,7 @@ def compress_and_log(
     With a ``ledger`` (a resumed run), what an earlier process already logged is not logged again.
     """
     with tempfile.TemporaryDirectory() as workdir, nondeterministic_kernels_allowed():
-        report = compress(model, splits, settings_from(cfg), Path(workdir))
+        report = compress(model, splits, settings_from(cfg), Path(workdir), model_factory(cfg, splits))
         log_report(
             report,
             splits.test.images[:8].clone(),
