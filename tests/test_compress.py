@@ -21,9 +21,11 @@ from conftest import COMMAND_TIMEOUT_S, run_training
 from pipeline.cli.compress import main as compression_main
 from pipeline.cli.rerun import main as rerun_main
 from pipeline.compress.build import Distillation, Settings, build_variants
-from pipeline.compress.finetune import Training
+from pipeline.compress.finetune import Training, fine_tune
+from pipeline.compress.int8_paths import compare_int8_paths
 from pipeline.compress.prune import prunable_weights, prune_global, sparsity_of
 from pipeline.compress.tradeoff import pareto_front, tradeoff_figure
+from pipeline.compress.variants import nondeterministic_kernels_allowed
 from pipeline.config.compose import compose_config
 from pipeline.config.instantiate import safe_instantiate
 from pipeline.errors import TrackingError
@@ -44,6 +46,7 @@ EVERY_FAMILY = {
     "int8_dynamic",
     "pruned80_int8",
     "slim75_int8",
+    "slim75_onnx",
     "onnx",
     "onnx_int8",
 }
@@ -228,6 +231,41 @@ def test_compression_benchmark_prints_the_table_of_a_stored_run(tiny: list[str])
     lines = done.stdout.splitlines()
     assert lines[0].startswith(f"run {result.run_id}: 64 test images")
     assert [line.split()[0] for line in lines[2:]] == ["fp32", "bf16", "int8_static"]
+
+    done = subprocess.run(
+        [sys.executable, str(script), result.run_id, "--int8-paths", "--tracking-uri", result.tracking_uri],
+        capture_output=True,
+        text=True,
+        timeout=COMMAND_TIMEOUT_S,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    assert "avx512_vnni=" in lines[0] and lines[1].split()[:3] == ["path", "test", "acc"]
+    assert [line.split()[0] for line in lines[2:]] == ["fp32", "int8_fx", "int8_pt2e"]
+
+
+def test_both_int8_paths_keep_the_accuracy_and_a_missing_api_is_a_skip_not_a_crash(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """torch.ao FX and torchao PT2E, for real, on a trained tiny CNN; then each with its API gone."""
+    cfg = compose_config(["data=synthetic", "data.train_size=256", "data.test_size=128"])
+    splits = safe_instantiate(cfg.data, "data", shuffle_seed=0).splits
+    torch.manual_seed(0)
+    model = fine_tune(build_model(cfg, splits.image_shape, 10), splits.train, Training(2, 2e-3, 64, 0))
+    with nondeterministic_kernels_allowed():
+        results = {row.name: row for row in compare_int8_paths(model, splits, 2, 2, compile=False)}
+        assert list(results) == ["fp32", "int8_fx", "int8_pt2e"]
+        assert not any(row.skipped for row in results.values())
+        for name in ("int8_fx", "int8_pt2e"):
+            assert abs(results[name].test_acc - results["fp32"].test_acc) <= 0.05, name
+        monkeypatch.setitem(sys.modules, "torch.ao.quantization.quantize_fx", None)  # imports now fail
+        monkeypatch.setitem(sys.modules, "torchao.quantization.pt2e.quantize_pt2e", None)
+        results = {row.name: row for row in compare_int8_paths(model, splits, 2, 2, compile=False)}
+        variants, skipped = build_variants(model, splits, variants_only(["int8_static"]), tmp_path)
+    assert results["int8_fx"].skipped.startswith("int8_fx: torch.ao.quantization's FX API is not in this torch")
+    assert results["int8_pt2e"].skipped.startswith("int8_pt2e: torchao's PT2E API is not available")
+    assert [variant.name for variant in variants] == ["fp32"]
+    assert skipped["int8_static"].startswith("int8_static: torch.ao.quantization's FX API is not in this torch")
 
 
 @pytest.mark.parametrize("family", ["cnn", "rnn", "transformer"])

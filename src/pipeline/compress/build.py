@@ -139,6 +139,14 @@ def int8_on_top(source: Variant, calibration: list[torch.Tensor], workdir: Path)
     return variant
 
 
+def onnx_of(source: Variant, example: torch.Tensor, threads: int, workdir: Path) -> Variant:
+    """``source`` (a narrower model) run by ONNX Runtime, as the `onnx` variant runs the trained model."""
+    name = f"{source.name}_onnx"
+    return onnx_runtime.onnx_variant(
+        name, onnx_runtime.export(source.module, example, workdir / f"{name}.onnx"), threads
+    )
+
+
 def build_variants(
     model: nn.Module, splits: ImageSplits, settings: Settings, workdir: Path, build: ModelFactory | None = None
 ) -> tuple[list[Variant], dict[str, str]]:
@@ -177,12 +185,15 @@ def build_variants(
                     partial(slim_variant, model, splits, settings, build, fraction, workdir),
                 )
                 slim += [made] if made else []
-        elif kind == "slim_int8":
+        elif kind in ("slim_int8", "slim_onnx"):
             if not slim:
-                skipped[kind] = "slim_int8: needs a built 'slim' variant earlier in compression.variants"
+                skipped[kind] = f"{kind}: needs a built 'slim' variant earlier in compression.variants"
                 continue
             slimmest = max(slim, key=lambda variant: int(variant.name.removeprefix("slim")))
-            attempt(kind, partial(int8_on_top, slimmest, calibration, workdir))
+            if kind == "slim_int8":
+                attempt(kind, partial(int8_on_top, slimmest, calibration, workdir))
+            else:
+                attempt(kind, partial(onnx_of, slimmest, example, settings.threads, workdir))
         elif kind == "distilled":
             attempt(kind, partial(student_variants, model, splits, settings, build, workdir))
         elif kind == "int8_static":

@@ -55,27 +55,29 @@ def sizes(path: Path) -> tuple[int, int]:
     return len(data), len(gzip.compress(data, compresslevel=6))
 
 
-def latencies(variants: list[Variant], batch: torch.Tensor, repeats: int) -> dict[str, tuple[float, float]]:
-    """Median ms per batch of len(batch) and per single sample, interleaving the variants each round.
+def latencies(predictors: dict[str, Predict], batch: torch.Tensor, repeats: int) -> dict[str, tuple[float, float]]:
+    """Median ms per batch of len(batch) and per single sample, interleaving the models each round.
 
-    Interleaving spreads a noisy neighbour's load over every variant instead of one.
+    Interleaving spreads a noisy neighbour's load over every model instead of one.
     """
     sample = batch[:1].clone()
-    timings: dict[str, tuple[list[float], list[float]]] = {variant.name: ([], []) for variant in variants}
-    for variant in variants:  # warm-up: first calls allocate, pack weights, pick kernels
-        variant.predict(batch), variant.predict(sample)
+    timings: dict[str, tuple[list[float], list[float]]] = {name: ([], []) for name in predictors}
+    for predict in predictors.values():  # warm-up: first calls allocate, pack weights, pick kernels
+        predict(batch), predict(sample)
     for _ in range(repeats):
-        for variant in variants:
-            for inputs, store in ((batch, timings[variant.name][0]), (sample, timings[variant.name][1])):
+        for name, predict in predictors.items():
+            for inputs, store in ((batch, timings[name][0]), (sample, timings[name][1])):
                 started = time.perf_counter()
-                variant.predict(inputs)
+                predict(inputs)
                 store.append((time.perf_counter() - started) * 1000)
     return {name: (statistics.median(big), statistics.median(one)) for name, (big, one) in timings.items()}
 
 
 def measure(variants: list[Variant], test: Split, repeats: int, seed: int, batch_size: int = 256) -> list[Measurement]:
     """Every variant on the same test images; intervals and tests against ``variants[0]`` (fp32)."""
-    timing = latencies(variants, test.images[:batch_size].clone(), repeats)
+    timing = latencies(
+        {variant.name: variant.predict for variant in variants}, test.images[:batch_size].clone(), repeats
+    )
     results, reference = [], None
     for variant in progress(variants, "compress: evaluate", lambda variant: variant.name):
         correct, loss = evaluate(variant.predict, test)

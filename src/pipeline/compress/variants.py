@@ -95,9 +95,15 @@ def _quiet_ao() -> Iterator[None]:
 
 
 def quantize_static(model: nn.Module, calibration: Iterable[torch.Tensor]) -> nn.Module:
-    """Post-training static int8 (FX graph mode, x86 backend): conv, linear and activations in int8."""
-    from torch.ao.quantization import get_default_qconfig_mapping
-    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+    """Post-training static int8 (FX graph mode, x86 backend): conv, linear and activations in int8.
+
+    torch.ao.quantization is deprecated upstream: without it this raises VariantSkipped, not ImportError.
+    """
+    try:
+        from torch.ao.quantization import get_default_qconfig_mapping
+        from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+    except ImportError as err:
+        raise VariantSkipped(f"torch.ao.quantization's FX API is not in this torch ({err})") from None
 
     batches = list(calibration)
     with _quiet_ao():
@@ -143,6 +149,8 @@ def int8_static(
         module = quantize_static(model, calibration)
     except TraceError as err:  # e.g. a user's backbone that branches on its input's values
         raise VariantSkipped(f"{name}: torch.fx cannot trace the model ({str(err).splitlines()[0]})") from None
+    except VariantSkipped as reason:
+        raise VariantSkipped(f"{name}: {reason}") from None
     return Variant(
         name, "torch_int8", torch_predict(module), save_state_dict(module, workdir / f"{name}.pt"), module, "static"
     )

@@ -422,6 +422,7 @@ COMPRESSION_VARIANTS = (
     "int8_dynamic",
     "pruned_int8",
     "slim_int8",
+    "slim_onnx",
     "onnx",
     "onnx_int8",
 )
