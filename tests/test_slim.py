@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from pipeline.compress.build import Distillation, Settings, build_variants
-from pipeline.compress.finetune import DistillationTask, Teacher, Training, fine_tune
+from pipeline.compress.finetune import DistillationTask, Teacher, Training, fine_tune, teacher_logits
 from pipeline.compress.slim import UNIT_RULES, narrower_section, slimmed
 from pipeline.compress.variants import VariantSkipped
 from pipeline.config.compose import compose_config
@@ -113,10 +113,11 @@ def test_the_distillation_loss_is_the_labels_loss_at_weight_zero_and_zero_agains
     _, model, splits, _ = family(FAMILIES["mlp"])
     images, labels = splits.train.images[:16], splits.train.labels[:16]
     logits = model(images)
+    batch = (images, labels, teacher_logits(model, images))
     at_zero = DistillationTask(model, 10, torch.optim.Adam, Teacher(model, 4.0, 0.0))
-    torch.testing.assert_close(at_zero.training_loss(images, logits, labels), F.cross_entropy(logits, labels))
+    torch.testing.assert_close(at_zero.training_loss(batch, logits), F.cross_entropy(logits, labels))
     only_teacher = DistillationTask(model, 10, torch.optim.Adam, Teacher(model, 4.0, 1.0))
-    assert float(only_teacher.training_loss(images, logits, labels).detach()) == pytest.approx(0.0, abs=1e-6)
+    assert float(only_teacher.training_loss(batch, logits).detach()) == pytest.approx(0.0, abs=1e-6)
 
 
 def test_a_distilled_student_moves_toward_its_teacher_and_one_from_scratch_does_not() -> None:

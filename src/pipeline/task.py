@@ -67,10 +67,10 @@ class ClassificationTask(pl.LightningModule):
             self._compiled["model"] = torch.compile(self.model, backend=self.compile_backend)
         return self._compiled["model"]
 
-    def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
-        images, labels = batch
+    def _step(self, batch: tuple[torch.Tensor, ...], stage: str) -> torch.Tensor:
+        images, labels = batch[0], batch[1]
         logits = self(images)
-        loss = self.training_loss(images, logits, labels) if stage == "train" else F.cross_entropy(logits, labels)
+        loss = self.training_loss(batch, logits) if stage == "train" else F.cross_entropy(logits, labels)
         accuracy = self.accuracy[f"{stage}_acc"]
         accuracy(logits, labels)
         if stage == "train":  # per step, this rank's batch: the loss being optimised right now
@@ -88,9 +88,9 @@ class ClassificationTask(pl.LightningModule):
             )
         return loss
 
-    def training_loss(self, images: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """What training minimises: cross-entropy with the labels (distillation adds a teacher's outputs)."""
-        return F.cross_entropy(logits, labels)
+    def training_loss(self, batch: tuple[torch.Tensor, ...], logits: torch.Tensor) -> torch.Tensor:
+        """What training minimises: cross-entropy with the labels, ``batch[1]`` (distillation adds a teacher's outputs)."""
+        return F.cross_entropy(logits, batch[1])
 
     def on_validation_epoch_end(self) -> None:
         """The training epoch's accuracy, logged before the epoch's checkpoints are written.

@@ -39,20 +39,28 @@ class Teacher:
 
 class DistillationTask(ClassificationTask):
     """The classification task whose training loss also pulls the student's outputs toward the teacher's
-    (Hinton et al. 2015: KL divergence of the softened distributions, scaled by the temperature squared)."""
+    (Hinton et al. 2015: KL divergence of the softened distributions, scaled by the temperature squared).
+    Its batches carry the teacher's logits of each image as a third tensor, computed once before training."""
 
     def __init__(self, model: nn.Module, num_classes: int, optimizer: partial, teacher: Teacher) -> None:
         super().__init__(model, num_classes, optimizer)
-        self.teacher = teacher  # a dataclass, not a submodule: its weights are neither trained nor checkpointed
-        teacher.model.eval()
+        self.temperature, self.weight = teacher.temperature, teacher.weight
 
-    def training_loss(self, images: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        temperature, weight = self.teacher.temperature, self.teacher.weight
-        with torch.no_grad():
-            targets = F.log_softmax(self.teacher.model(images) / temperature, dim=1)
+    def training_loss(self, batch: tuple[torch.Tensor, ...], logits: torch.Tensor) -> torch.Tensor:
+        _, labels, teacher_logits = batch
+        temperature = self.temperature
+        targets = F.log_softmax(teacher_logits / temperature, dim=1)
         softened = F.log_softmax(logits / temperature, dim=1)
         distill = F.kl_div(softened, targets, log_target=True, reduction="batchmean") * temperature**2
-        return weight * distill + (1 - weight) * F.cross_entropy(logits, labels)
+        return self.weight * distill + (1 - self.weight) * F.cross_entropy(logits, labels)
+
+
+def teacher_logits(teacher: nn.Module, images: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+    """The teacher's logits of every training image: fixed while the student trains (no augmentation here)."""
+    with torch.inference_mode():
+        return torch.cat(
+            [teacher.eval()(images[start : start + batch_size]) for start in range(0, len(images), batch_size)]
+        )
 
 
 def fine_tune(model: nn.Module, train: Split, training: Training, teacher: Teacher | None = None) -> nn.Module:
@@ -68,8 +76,9 @@ def fine_tune(model: nn.Module, train: Split, training: Training, teacher: Teach
         if teacher is None
         else DistillationTask(model, num_classes, optimizer, teacher)
     )
+    tensors = [train.images, train.labels] + ([teacher_logits(teacher.model, train.images)] if teacher else [])
     batches = DataLoader(
-        TensorDataset(train.images, train.labels),
+        TensorDataset(*tensors),
         batch_size=training.batch_size,
         shuffle=True,
         generator=torch.Generator().manual_seed(training.seed),

@@ -123,7 +123,9 @@ def _input_shapes(
     return shapes
 
 
-def _chain_units(teacher: nn.Module, student: nn.Module, layers: list[tuple[str, str]], image_shape) -> list[Units]:
+def _chain_units(
+    teacher: nn.Module, student: nn.Module, layers: list[tuple[str, str]], image_shape: tuple[int, ...]
+) -> list[Units]:
     """Units of a chain of layers (the CNN's blocks then its head, the MLP's layers): each conv / linear output
     feeds the next conv / linear, through norms (same units), activations, pooling and a flatten (a block per unit)."""
     teacher_layers = dict(teacher.named_modules())
@@ -150,18 +152,18 @@ def _chain_units(teacher: nn.Module, student: nn.Module, layers: list[tuple[str,
     return units  # the last layer's outputs are the classes: never removed
 
 
-def _cnn_units(teacher: CNN, student: CNN, prefix: str, image_shape) -> list[Units]:
+def _cnn_units(teacher: CNN, student: CNN, prefix: str, image_shape: tuple[int, ...]) -> list[Units]:
     layers = [(f"features.{name}", f"{prefix}features.{name}") for name, _ in teacher.features.named_children()]
     layers += [(f"head.{name}", f"{prefix}head.{name}") for name, _ in teacher.head.named_children()]
     return _chain_units(teacher, student, layers, image_shape)
 
 
-def _mlp_units(teacher: MLP, student: MLP, prefix: str, image_shape) -> list[Units]:
+def _mlp_units(teacher: MLP, student: MLP, prefix: str, image_shape: tuple[int, ...]) -> list[Units]:
     layers = [(f"layers.{name}", f"{prefix}layers.{name}") for name, _ in teacher.layers.named_children()]
     return _chain_units(teacher, student, layers, image_shape)
 
 
-def _rnn_units(teacher: RNN, student: RNN, prefix: str, image_shape) -> list[Units]:
+def _rnn_units(teacher: RNN, student: RNN, prefix: str, image_shape: tuple[int, ...]) -> list[Units]:
     """Per layer and direction, its hidden units: their rows in every gate, their recurrent columns, and
     the columns that read them (the next layer's input, or the head: forward then backward halves)."""
     rnn, hidden, keep = teacher.rnn, teacher.rnn.hidden_size, student.rnn.hidden_size
@@ -185,7 +187,9 @@ def _rnn_units(teacher: RNN, student: RNN, prefix: str, image_shape) -> list[Uni
     return units
 
 
-def _transformer_units(teacher: Transformer, student: Transformer, prefix: str, image_shape) -> list[Units]:
+def _transformer_units(
+    teacher: Transformer, student: Transformer, prefix: str, image_shape: tuple[int, ...]
+) -> list[Units]:
     """The residual width (every tensor that reads or writes it), and per layer each head's query/key
     dimensions (removed in pairs), each head's value dimensions, and the feed-forward neurons."""
     width, narrow_width = teacher.head.in_features, student.head.in_features
@@ -217,7 +221,13 @@ def _transformer_units(teacher: Transformer, student: Transformer, prefix: str, 
     return [Units(width, narrow_width, tuple(residual)), *units]
 
 
-UNIT_RULES = {CNN: _cnn_units, MLP: _mlp_units, RNN: _rnn_units, Transformer: _transformer_units}
+UnitRule = Callable[..., list[Units]]  # (trained backbone, narrow backbone, state-dict prefix, image shape)
+UNIT_RULES: dict[type[nn.Module], UnitRule] = {
+    CNN: _cnn_units,
+    MLP: _mlp_units,
+    RNN: _rnn_units,
+    Transformer: _transformer_units,
+}
 
 
 def importance(units: Units, state: dict[str, torch.Tensor], parameters: set[str]) -> torch.Tensor:
