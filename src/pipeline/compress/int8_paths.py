@@ -54,6 +54,7 @@ class PathResult:
 
 
 def _compiled(module: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # "No CUDA runtime is found" on a CPU
     compiled = torch.compile(module)
     return torch_predict(compiled)  # type: ignore[arg-type]
 
