@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import sys
+import warnings
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -18,6 +20,16 @@ from pipeline.data.splits import ImageSplits
 from pipeline.errors import ConfigError
 from pipeline.global_batchnorm import GlobalBatchNormSync
 from pipeline.sweeps.parent_run import parent_run_id
+
+
+def quiet_lightning() -> None:
+    """No tips, banners or warnings that say nothing about the run, in this process (training or compressing)."""
+    logging.getLogger("pytorch_lightning.utilities.rank_zero").setLevel(logging.WARNING)
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
+    # trainer.compile on a CPU: "No CUDA runtime is found, using CUDA_HOME=..." (torch's CUDA build looking for nvcc)
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=r".*`isinstance\(treespec, LeafSpec\)` is deprecated.*")
 
 
 def check_batch_limits(cfg: DictConfig, splits: ImageSplits) -> None:

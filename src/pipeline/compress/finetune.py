@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from pipeline.data.splits import Split
 from pipeline.task import ClassificationTask
+from pipeline.trainer import quiet_lightning
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,7 @@ def fine_tune(model: nn.Module, train: Split, training: Training, teacher: Teach
     """``model`` trained in place (pruning masks, if any, stay applied) and returned in eval mode."""
     if training.epochs == 0:
         return model.eval()
+    quiet_lightning()
     torch.manual_seed(training.seed)  # dropout
     with torch.no_grad():
         num_classes = model.eval()(train.images[:1]).shape[1]

@@ -46,7 +46,7 @@ from pipeline.tracking.store import resolve_tracking_uri
 from pipeline.tracking.stored_runs import fetch_run
 from pipeline.tracking.sweep_runs import DEFERRED_TAG, PARENT_TAG
 from pipeline.tracking.system_metrics import SystemMetricsOfOtherNodes
-from pipeline.trainer import build_trainer, check_batch_limits, checkpoint_dir
+from pipeline.trainer import build_trainer, check_batch_limits, checkpoint_dir, quiet_lightning
 from pipeline.workflows.attributions import attributions_wanted, log_attributions
 from pipeline.workflows.compress import compress_and_log
 
@@ -122,12 +122,7 @@ def resume(cfg: DictConfig, overrides: list[str]) -> TrainResult | None:
 
 def prepare_process(cfg: DictConfig) -> None:
     """Threads, seeds and `trainer.precision=auto`, and no tips or warnings that say nothing about this run."""
-    logging.getLogger("pytorch_lightning.utilities.rank_zero").setLevel(logging.WARNING)
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
-    # trainer.compile on a CPU: "No CUDA runtime is found, using CUDA_HOME=..." (torch's CUDA build looking for nvcc)
-    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
-    warnings.filterwarnings("ignore", message=r".*`isinstance\(treespec, LeafSpec\)` is deprecated.*")
+    quiet_lightning()
     # build_trainer puts the best-checkpoint callback first on purpose: ckpt_path="best" reads it
     warnings.filterwarnings("ignore", message=r".*configured with multiple `ModelCheckpoint` callbacks.*")
     # resume=: the run's own checkpoint folder, with the checkpoints it resumes from
