@@ -11,13 +11,16 @@
    (and N synchronous `log_metric` calls, the naive path).
 4. Sweep throughput: trials per minute of a fixed small Hydra multirun, one process at a time
    against two processes in parallel (one thread each).
+5. Scaling: samples/s and peak memory of a 1-epoch run on 3,500 against 60,000 synthetic images
+   of MNIST's size; a run's start, a lookup by id and the runs page's query in a store of 100
+   against 1,000 runs. Each printed with its ratio.
 
 The pipeline side trains in `--precision` (e.g. bf16-mixed), torch.compile'd with `--compile`;
 the bare loop stays eager fp32, so the ratio says what that buys on this machine (its CPU and
-features are printed first). `--sections` runs some of the four.
+features are printed first). `--sections` runs some of the five.
 
 Usage: .venv/bin/python scripts/bench.py [--rounds 3] [--epochs 3] [--precision 32-true] [--compile]
-       [--sections throughput startup logging sweep] [--quick]
+       [--sections throughput startup logging sweep scale] [--quick]
 """
 
 from __future__ import annotations
@@ -33,7 +36,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from mlflow import MlflowClient
-from mlflow.entities import Metric
+from mlflow.entities import Metric, Param
+from omegaconf import DictConfig
 
 from pipeline.config.compose import compose_config
 from pipeline.config.instantiate import safe_instantiate
@@ -79,9 +83,14 @@ def pipeline_samples_per_s(overrides: list[str], output_root: Path) -> float:
     """Train through `pipeline-train`; the same window, read from the metric timestamps in the store."""
     cfg = compose_config([*overrides, f"paths.output_root={output_root}"])
     result = train(cfg, overrides)
-    client = MlflowClient(result.tracking_uri)
-    losses = client.get_metric_history(result.run_id, "train/loss")
-    last_validation = max(point.timestamp for point in client.get_metric_history(result.run_id, "val/acc"))
+    return stored_samples_per_s(cfg, result.tracking_uri, result.run_id)
+
+
+def stored_samples_per_s(cfg: DictConfig, uri: str, run_id: str) -> float:
+    """A stored run's training samples/s, from the end of its first step to the end of its last validation."""
+    client = MlflowClient(uri)
+    losses = client.get_metric_history(run_id, "train/loss")
+    last_validation = max(point.timestamp for point in client.get_metric_history(run_id, "val/acc"))
     train_size = len(safe_instantiate(cfg.data, "data", shuffle_seed=0).splits.train)
     samples = train_size * cfg.trainer.max_epochs - min(cfg.data.batch_size, train_size)
     return samples / ((last_validation - losses[0].timestamp) / 1000)
@@ -220,7 +229,104 @@ def bench_sweep(trials: int, data: list[str], scratch: Path) -> None:
         print(f"{name:32} {per_minute:8.1f}")
 
 
-SECTIONS = ("throughput", "startup", "logging", "sweep")
+PEAK_MEMORY = (  # runs the command given after it and prints the largest resident set of its process tree, in KiB
+    "import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL); "
+    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+)
+
+
+def training_at_size(train_size: int, epochs: int, scratch: Path) -> tuple[float, float]:
+    """Samples/s and peak resident MB of one `pipeline-train` process on ``train_size`` synthetic 28x28 images."""
+    overrides = [
+        "data=synthetic",
+        f"data.train_size={train_size}",
+        f"trainer.max_epochs={epochs}",
+        "tracking.log_model=false",
+        "compression=none",
+        "interpret=none",
+        f"paths.output_root={scratch / f'scale-{train_size}'}",
+    ]
+    done = subprocess.run(
+        [PYTHON, "-c", PEAK_MEMORY, PYTHON, "-m", "pipeline.cli.train", *overrides],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    cfg = compose_config(overrides)
+    uri = f"sqlite:///{scratch / f'scale-{train_size}' / 'mlflow.db'}"
+    (run,) = MlflowClient(uri).search_runs(
+        experiment_ids=[MlflowClient(uri).get_experiment_by_name(cfg.tracking.experiment).experiment_id]
+    )
+    return stored_samples_per_s(cfg, uri, run.info.run_id), int(done.stdout.split()[-1]) / 1024
+
+
+def store_operations(client: MlflowClient, experiment_id: str, first_run_id: str, page: int) -> dict[str, float]:
+    """Seconds per operation that grows with a store: a run's start and end, a lookup, the runs page's query."""
+    started = time.perf_counter()
+    run_id = client.create_run(experiment_id).info.run_id
+    client.log_batch(run_id, metrics=[Metric("test/acc", 0.9, int(time.time() * 1000), 0)])
+    client.set_terminated(run_id)
+    timings = {"a run's start, one metric, its end": time.perf_counter() - started}
+    started = time.perf_counter()
+    client.get_run(first_run_id)
+    timings["one run by id (rerun, resume, compress)"] = time.perf_counter() - started
+    started = time.perf_counter()
+    client.search_runs([experiment_id], max_results=page, order_by=["attributes.start_time DESC"])
+    timings[f"newest {page} runs (the UI's runs page query)"] = time.perf_counter() - started
+    return timings
+
+
+def filled_run(client: MlflowClient, experiment_id: str, index: int) -> str:
+    """A finished run with a real run's shape: 20 params, 10 final metrics and 20 tags."""
+    run_id = client.create_run(experiment_id, tags={f"tag{key}": str(index) for key in range(20)}).info.run_id
+    now = int(time.time() * 1000)
+    client.log_batch(
+        run_id,
+        metrics=[Metric(f"metric{key}", index / (key + 1), now, 0) for key in range(10)],
+        params=[Param(f"param{key}", str(index + key)) for key in range(20)],
+    )
+    client.set_terminated(run_id)
+    return run_id
+
+
+def median_operations(
+    client: MlflowClient, experiment_id: str, first_run_id: str, page: int, rounds: int = 5
+) -> dict[str, float]:
+    samples = [store_operations(client, experiment_id, first_run_id, page) for _ in range(rounds)]
+    return {name: statistics.median(sample[name] for sample in samples) for name in samples[0]}
+
+
+def bench_scale(sizes: tuple[int, int], runs: tuple[int, int], epochs: int, scratch: Path) -> None:
+    print(
+        f"\n## Scaling: training on {sizes[0]:,} against {sizes[1]:,} synthetic 28x28 images ({epochs} epoch(s), CNN)"
+    )
+    small, large = (training_at_size(size, epochs, scratch) for size in sizes)
+    print(f"{'measure':44} {sizes[0]:>12,} {sizes[1]:>12,} {'ratio':>8}")
+    print(f"{'samples/s':44} {small[0]:12.0f} {large[0]:12.0f} {large[0] / small[0]:8.2f}")
+    print(f"{'peak resident memory, MB':44} {small[1]:12.0f} {large[1]:12.0f} {large[1] / small[1]:8.2f}")
+
+    uri = f"sqlite:///{scratch / 'scale-store.db'}"
+    experiment_id = ensure_experiment(uri, "scale", scratch)
+    client = MlflowClient(uri)
+    first = filled_run(client, experiment_id, 0)
+    for index in range(1, runs[0]):
+        filled_run(client, experiment_id, index)
+    page = min(100, runs[0])  # the same page in both stores: what grows is the store, not the answer
+    few = median_operations(client, experiment_id, first, page)
+    started = time.perf_counter()
+    for index in range(len(client.search_runs([experiment_id], max_results=50000)), runs[1]):
+        filled_run(client, experiment_id, index)
+    filling = time.perf_counter() - started
+    many = median_operations(client, experiment_id, first, page)
+    print(
+        f"\n## Scaling: a SQLite store holding {runs[0]:,} against {runs[1]:,} runs (filled in {filling:.0f} s); seconds, median of 5"
+    )
+    print(f"{'operation':44} {runs[0]:>12,} {runs[1]:>12,} {'ratio':>8}")
+    for name in few:
+        print(f"{name:44} {few[name]:12.3f} {many[name]:12.3f} {many[name] / few[name]:8.2f}")
+
+
+SECTIONS = ("throughput", "startup", "logging", "sweep", "scale")
 
 
 def main() -> None:
@@ -252,6 +358,9 @@ def main() -> None:
             bench_logging(50 if args.quick else args.points, scratch)
         if "sweep" in args.sections:
             bench_sweep(2 if args.quick else args.trials, data, scratch)
+        if "scale" in args.sections:
+            sizes, runs = ((256, 1024), (10, 40)) if args.quick else ((3500, 60000), (100, 1000))
+            bench_scale(sizes, runs, 1, scratch)
 
 
 if __name__ == "__main__":

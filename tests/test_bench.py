@@ -21,6 +21,9 @@ def test_quick_benchmark_prints_every_section_and_the_cpu_it_ran_on() -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     for heading in ("## Training throughput", "## Start-up", "## Logging 50 metric points", "## Sweep throughput"):
         assert heading in done.stdout
+    scaling = done.stdout.split("## Scaling: training on 256 against 1,024")[1]
+    assert "samples/s" in scaling and "peak resident memory, MB" in scaling
+    assert "a SQLite store holding 10 against 40 runs" in scaling and "newest 10 runs" in scaling
     throughput = done.stdout.split("## Training throughput")[1].split("##")[0]
     assert "cnn" in throughput and "transformer" in throughput and "pipeline (32-true)" in throughput
     assert "# CPU: " in done.stdout and "features: " in done.stdout  # what the numbers were measured on
