@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from pipeline.compress import onnx_runtime
-from pipeline.compress.finetune import Teacher, Training, fine_tune
+from pipeline.compress.finetune import Teacher, Training, fine_tune, teacher_logits
 from pipeline.compress.measure import Measurement, cpu_int8_features, measure
 from pipeline.compress.prune import prune_global
 from pipeline.compress.slim import ModelSection, narrower_section, slimmed
@@ -94,6 +94,7 @@ def _narrow_model(
 
 def slim_variant(
     model: nn.Module,
+    teacher: Teacher,
     splits: ImageSplits,
     settings: Settings,
     build: ModelFactory | None,
@@ -110,12 +111,12 @@ def slim_variant(
         raise VariantSkipped(f"{name}: {reason}") from None
     distillation = settings.distillation
     training = Training(distillation.slim_epochs, distillation.lr, settings.finetune.batch_size, settings.finetune.seed)
-    fine_tune(narrow, splits.train, training, Teacher(model, distillation.temperature, distillation.weight))
+    fine_tune(narrow, splits.train, training, teacher)
     return fp32(narrow, workdir, name, section)
 
 
 def student_variants(
-    model: nn.Module, splits: ImageSplits, settings: Settings, build: ModelFactory | None, workdir: Path
+    teacher: Teacher, splits: ImageSplits, settings: Settings, build: ModelFactory | None, workdir: Path
 ) -> list[Variant]:
     """`distilled`: a narrow student trained on the model's softened outputs and the labels; `student_scratch`:
     the same student (same initial weights, data, epochs) on the labels alone, so the table shows what the teacher adds."""
@@ -123,7 +124,7 @@ def student_variants(
     training = Training(distillation.epochs, distillation.lr, settings.finetune.batch_size, settings.finetune.seed)
     section, student = _narrow_model(settings, build, distillation.width, "distilled")
     _, scratch = _narrow_model(settings, build, distillation.width, "student_scratch")
-    fine_tune(student, splits.train, training, Teacher(model, distillation.temperature, distillation.weight))
+    fine_tune(student, splits.train, training, teacher)
     fine_tune(scratch, splits.train, training)
     return [fp32(student, workdir, "distilled", section), fp32(scratch, workdir, "student_scratch", section)]
 
@@ -158,6 +159,12 @@ def build_variants(
     variants, skipped = [fp32(model, workdir)], {}
     pruned: dict[str, Variant] = {}
     slim: list[Variant] = []
+    distillation = settings.distillation
+    teacher = (  # slim fine-tuning and the student both learn from the trained model's outputs
+        Teacher(teacher_logits(model, splits.train.images), distillation.temperature, distillation.weight)
+        if {"slim", "distilled"} & set(settings.variants)
+        else None
+    )
 
     def attempt(name: str, make) -> Variant | None:
         try:
@@ -182,7 +189,7 @@ def build_variants(
             for fraction in settings.slim_fractions:
                 made = attempt(
                     _percent_name("slim", fraction),
-                    partial(slim_variant, model, splits, settings, build, fraction, workdir),
+                    partial(slim_variant, model, teacher, splits, settings, build, fraction, workdir),
                 )
                 slim += [made] if made else []
         elif kind in ("slim_int8", "slim_onnx"):
@@ -195,7 +202,7 @@ def build_variants(
             else:
                 attempt(kind, partial(onnx_of, slimmest, example, settings.threads, workdir))
         elif kind == "distilled":
-            attempt(kind, partial(student_variants, model, splits, settings, build, workdir))
+            attempt(kind, partial(student_variants, teacher, splits, settings, build, workdir))
         elif kind == "int8_static":
             attempt(kind, lambda: int8_static(model, calibration, workdir))
         elif kind == "int8_dynamic":

@@ -31,9 +31,10 @@ class Training:
 
 @dataclass(frozen=True)
 class Teacher:
-    """A trained model whose outputs, softened by ``temperature``, make ``weight`` of the student's loss."""
+    """A trained model's logits of the training images (`teacher_logits`, computed once for every student),
+    which, softened by ``temperature``, make ``weight`` of the student's loss."""
 
-    model: nn.Module
+    logits: torch.Tensor
     temperature: float
     weight: float
 
@@ -78,7 +79,7 @@ def fine_tune(model: nn.Module, train: Split, training: Training, teacher: Teach
         if teacher is None
         else DistillationTask(model, num_classes, optimizer, teacher)
     )
-    tensors = [train.images, train.labels] + ([teacher_logits(teacher.model, train.images)] if teacher else [])
+    tensors = [train.images, train.labels] + ([teacher.logits] if teacher else [])
     batches = DataLoader(
         TensorDataset(*tensors),
         batch_size=training.batch_size,
