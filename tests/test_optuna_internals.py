@@ -11,6 +11,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState
 
 from pipeline.sweeps.optuna_internals import backend_of, storage_of, study_id_of, tell, trial_id_of
+from pipeline.sweeps.pruning import trial_storage
 from pipeline.sweeps.study import Heartbeats, fail_lost_trials, open_study, trials_done, trials_running
 
 
@@ -64,3 +65,30 @@ def test_a_grid_sampler_that_stops_its_study_does_not_break_ask_and_tell(tmp_pat
     tell(study, third, 3.0)  # exhausted again: absorbed
     assert [trial.state for trial in study.trials] == [TrialState.COMPLETE] * 3
     assert {study.trials[0].params["x"], study.trials[1].params["x"]} == {1, 2}
+
+
+def test_the_trials_one_process_runs_share_a_cached_storage_that_reads_only_what_changed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    elsewhere = optuna.create_study(storage=url, study_name="s", direction="maximize")  # the sweeper's own connection
+    for value in (0.1, 0.2, 0.3):
+        elsewhere.tell(elsewhere.ask(), value)
+    storage = trial_storage(url)
+    assert trial_storage(url) is storage
+    first = optuna.load_study(study_name="s", storage=storage)
+    assert storage_of(first) is storage  # load_study does not wrap it in a new, empty cache
+    backend, read = backend_of(first), []
+    reads_of_backend = backend._get_trials
+
+    def counted(*args, **kwargs):
+        trials = reads_of_backend(*args, **kwargs)
+        read.append(len(trials))
+        return trials
+
+    monkeypatch.setattr(backend, "_get_trials", counted)
+    assert [trial.value for trial in first.get_trials()] == [0.1, 0.2, 0.3]
+    elsewhere.tell(elsewhere.ask(), 0.4)  # the next trial, told by the sweeper
+    second = optuna.load_study(study_name="s", storage=trial_storage(url))
+    assert [trial.value for trial in second.get_trials()] == [0.1, 0.2, 0.3, 0.4]
+    assert read == [3, 1]  # the second trial's pruner reads one trial, not the whole study again

@@ -52,6 +52,11 @@ class LostTrialAwareStorage(RDBStorage):
             session.close()
 
 
+def cached(backend: RDBStorage) -> Any:
+    """``backend`` behind Optuna's cache, which reads only the trials that changed since its last read."""
+    return optuna.storages.get_storage(backend)
+
+
 def storage_of(study: optuna.Study) -> Any:
     """The study's storage: Optuna wraps the RDBStorage in a cache, which passes heartbeat calls on."""
     return study._storage

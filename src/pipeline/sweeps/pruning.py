@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from typing import Any
 
 import pytorch_lightning as pl
@@ -18,6 +19,27 @@ def per_epoch_objective(objective: str) -> tuple[str, bool]:
     if objective.startswith("best/"):
         return objective.removeprefix("best/").replace("_", "/", 1), True
     return objective, False
+
+
+_trial_storages: dict[tuple[int, str], Any] = {}  # (process, database URL) -> the cached storage its trials share
+
+
+def trial_storage(url: str) -> Any:
+    """One storage per process and study database, shared by the trials the process runs.
+
+    A sweep's trials run one after another in the sweeping process (or in a pool's workers):
+    each loading the study afresh connected anew and read every earlier trial again for its
+    pruner, a cost that grew with the study. The shared storage's cache reads only what changed.
+    """
+    import optuna
+
+    from pipeline.sweeps.optuna_internals import cached
+    from pipeline.sweeps.study import engine_kwargs
+
+    key = (os.getpid(), url)  # a forked worker opens its own connections
+    if key not in _trial_storages:
+        _trial_storages[key] = cached(optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs(url)))
+    return _trial_storages[key]
 
 
 class ReportToOptuna(pl.Callback):
@@ -43,7 +65,9 @@ class ReportToOptuna(pl.Callback):
             from pipeline.sweeps.study import instantiate_optuna
 
             pruner = instantiate_optuna(self.link.pruner, "pruner") or optuna.pruners.NopPruner()
-            study = optuna.load_study(study_name=self.link.study, storage=self.link.storage, pruner=pruner)
+            study = optuna.load_study(
+                study_name=self.link.study, storage=trial_storage(self.link.storage), pruner=pruner
+            )
             self._trial = optuna.Trial(study, self.link.trial_id)
         return self._trial
 

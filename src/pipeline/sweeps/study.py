@@ -57,12 +57,16 @@ def instantiate_optuna(node: Mapping[str, Any] | None, kind: str, **overrides: A
         raise ConfigError(f"hydra.sweeper.{kind}: {first_line(str(err.__cause__ or err))}") from None
 
 
+def engine_kwargs(url: str) -> dict[str, Any]:
+    """SQLAlchemy settings of a study database: on SQLite, wait for a busy file instead of failing."""
+    return {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+
+
 def _storage(url: str, heartbeat_interval: int, max_retry: int) -> LostTrialAwareStorage:
-    engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}  # wait on a busy file
     try:
         return LostTrialAwareStorage(
             url,
-            engine_kwargs=engine_kwargs,
+            engine_kwargs=engine_kwargs(url),
             heartbeat_interval=heartbeat_interval,
             grace_period=2 * heartbeat_interval,
             heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=max_retry),
