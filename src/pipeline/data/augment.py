@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from torchvision.transforms import v2
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from torchvision.transforms import v2
 
 
 def build_augmentation(
     image_size: tuple[int, int], degrees: float, translate: float, scale_min: float, scale_max: float, crop_padding: int
 ) -> v2.Transform:
+    from torchvision.transforms import v2  # 2 s of imports: only for a run that augments
+
     steps: list[v2.Transform] = [
         v2.RandomAffine(degrees=degrees, translate=(translate, translate), scale=(scale_min, scale_max))
     ]
