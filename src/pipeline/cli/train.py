@@ -19,8 +19,10 @@ from pipeline.cli.teardown import quick_exit
 from pipeline.config import CONF_DIR
 from pipeline.config.compose import compose_config
 from pipeline.config.targets import trust_composed_targets
+from pipeline.distributed import launched_rank
 from pipeline.errors import ConfigError, PipelineError, RunInterrupted, disk_full
 from pipeline.interrupts import received_signal
+from pipeline.rendering import start_worker
 from pipeline.sweeps.parent_run import parent_run_id
 from pipeline.sweeps.trial import current_trial
 
@@ -59,6 +61,9 @@ def report_failure(err: PipelineError) -> float:
 
 def run_job(cfg: DictConfig) -> TrainResult | None:
     """One job: a new run (a sweep's trial reports to its study) or the resume of a stored one."""
+    devices = cfg.trainer.devices  # checked with the rest of the config later: a bad value only skips this
+    if isinstance(devices, int) and launched_rank(devices) == 0:  # the rank that logs: its figure worker starts now
+        start_worker()  # and imports while this process does
     from pipeline.workflows.train import resume, train  # torch, Lightning, MLflow: only for a job that runs
 
     hydra_config = HydraConfig.get()

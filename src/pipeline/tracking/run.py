@@ -28,6 +28,7 @@ from pipeline.data.splits import ImageSplits
 from pipeline.errors import DiskFull, RunInterrupted, TrackingError, disk_full, first_line
 from pipeline.interrupts import received_signal
 from pipeline.provenance import GitState
+from pipeline.rendering import Figures
 from pipeline.run_summary import training_summary
 from pipeline.tracking.ledger import RunLedger
 from pipeline.tracking.logger import MlflowBatchLogger
@@ -312,6 +313,12 @@ class TrackedRun:
 
     def log_text(self, text: str, artifact_file: str) -> None:
         mlflow.log_text(text, artifact_file)
+
+    def log_drawn_figures(self, drawings: Figures) -> None:
+        """Each figure of ``drawings`` under its artifact path, once drawn."""
+        for artifact_file, png in drawings.drawn():
+            folder = str(Path(artifact_file).parent)
+            mlflow.log_artifact(str(png), artifact_path=None if folder == "." else folder)
 
     def log_figure(self, figure: Any, artifact_file: str) -> None:
         import matplotlib.pyplot as plt

@@ -17,6 +17,7 @@ from pipeline.data.splits import ImageSplits
 from pipeline.errors import first_line
 from pipeline.interpret import figures
 from pipeline.interpret.attributions import Attributions, Settings, explain
+from pipeline.rendering import Figures
 from pipeline.sweeps.parent_run import parent_run_id
 from pipeline.tracking.run import TrackedRun
 
@@ -41,17 +42,22 @@ def settings_from(cfg: DictConfig) -> Settings:
     )
 
 
-def log_maps(run: TrackedRun, attributions: Attributions, class_names: Sequence[str]) -> None:
-    """The attributions' quality metrics, and their figures under interpret/."""
+def log_maps(run: TrackedRun, attributions: Attributions, class_names: Sequence[str], drawings: Figures) -> None:
+    """The attributions' quality metrics now, and their figures under interpret/ once ``drawings`` are drawn."""
     run.log_metrics(attributions.metrics, step=0)
     mean_figure = "class_mean_ig" if attributions.method == "Integrated Gradients" else "class_mean_occlusion"
-    run.log_figure(figures.method_maps(attributions, class_names), "interpret/maps.png")
-    run.log_figure(figures.class_means(attributions, class_names), f"interpret/{mean_figure}.png")
-    run.log_figure(figures.mistakes(attributions, class_names), "interpret/misclassified.png")
+    drawings.draw(figures.method_maps, attributions, class_names, artifact_file="interpret/maps.png")
+    drawings.draw(figures.class_means, attributions, class_names, artifact_file=f"interpret/{mean_figure}.png")
+    drawings.draw(figures.mistakes, attributions, class_names, artifact_file="interpret/misclassified.png")
 
 
 def log_attributions(
-    cfg: DictConfig, run: TrackedRun, model: torch.nn.Module, splits: ImageSplits, predicted: torch.Tensor
+    cfg: DictConfig,
+    run: TrackedRun,
+    model: torch.nn.Module,
+    splits: ImageSplits,
+    predicted: torch.Tensor,
+    drawings: Figures,
 ) -> None:
     """Saliency, Integrated Gradients and Occlusion maps of chosen test images, class means, mistakes; their quality."""
     started = time.perf_counter()
@@ -62,5 +68,5 @@ def log_attributions(
         log.warning("interpret: no attribution maps: %s", reason)
         run.set_tags({"interpret.skipped": reason})
         return
-    log_maps(run, attributions, splits.class_names)
+    log_maps(run, attributions, splits.class_names, drawings)
     log.info("interpret: attribution maps logged under interpret/ (%.1f s)", time.perf_counter() - started)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from pipeline.errors import PipelineError, first_line
 from pipeline.interpret.attributions import Attributions, explain
+from pipeline.rendering import Figures
 from pipeline.workflows.attributions import log_maps, settings_from
 from pipeline.workflows.evaluate import describe_evaluation, evaluation_run, score_stored_model
 
@@ -46,7 +47,9 @@ def explain_stored_model(source_text: str, overrides: list[str], variant: str | 
     methods = ", ".join(attributions.maps)
     with evaluation_run(scored, "explain") as run:
         run.set_tags({"interpret.methods": methods})
-        log_maps(run, attributions, splits.class_names)
+        with Figures(in_worker=False) as drawings:
+            log_maps(run, attributions, splits.class_names, drawings)
+            run.log_drawn_figures(drawings)
         describe_evaluation(run, f"What `{scored.source.given}` looks at ({methods})", scored)
     print(f"evaluation run {run.run_id} in {scored.source.tracking_uri}")
     print(scored.report)

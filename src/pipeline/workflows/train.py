@@ -37,6 +37,7 @@ from pipeline.hardware import auto_precision, cpu_features
 from pipeline.interrupts import deferred, signals_raise
 from pipeline.models.build import build_model, parameter_counts
 from pipeline.provenance import git_state, installed_packages, runtime_versions
+from pipeline.rendering import Figures
 from pipeline.run_summary import run_title
 from pipeline.sweeps.parent_run import parent_run_id
 from pipeline.task import ClassificationTask, build_task
@@ -268,16 +269,22 @@ def log_results(
     # the checkpoint's monitor; read from the store because ddp_spawn leaves the score in its workers
     best = {"best/val_acc": max(value for _, value in histories["val/acc"])}
     run.log_metrics({**best, "test/acc_ci95_low": low, "test/acc_ci95_high": high}, step=trainer.global_step)
-    run.log_figure(figures.learning_curves(histories), "figures/learning_curves.png")
-    run.log_figure(figures.confusion_matrix(test.labels, predicted, names), "figures/confusion_matrix.png")
-    run.log_figure(figures.misclassified(test.images, test.labels, predicted, names), "figures/misclassified.png")
-    if attributions_wanted(cfg):
-        log_attributions(cfg, run, task.model, splits, predicted)
-    failpoint("figures")
-    if cfg.tracking.log_checkpoint:
-        run.log_checkpoint(best_checkpoint)
-    for report in sorted(best_checkpoint.parent.glob("*-profile.txt")):  # trainer.profiler's, one per stage
-        run.log_profile(report)
-    model_uri = run.log_model(task.model, splits.test.images[:8].clone()) if export_model else None
-    failpoint("model")
+    with Figures() as drawings:  # drawn in the figure worker while this process goes on
+        drawings.draw(figures.learning_curves, histories, artifact_file="figures/learning_curves.png")
+        drawings.draw(
+            figures.confusion_matrix, test.labels, predicted, names, artifact_file="figures/confusion_matrix.png"
+        )
+        drawings.draw(
+            figures.misclassified, test.images, test.labels, predicted, names, artifact_file="figures/misclassified.png"
+        )
+        if attributions_wanted(cfg):
+            log_attributions(cfg, run, task.model, splits, predicted, drawings)
+        if cfg.tracking.log_checkpoint:
+            run.log_checkpoint(best_checkpoint)
+        for report in sorted(best_checkpoint.parent.glob("*-profile.txt")):  # trainer.profiler's, one per stage
+            run.log_profile(report)
+        model_uri = run.log_model(task.model, splits.test.images[:8].clone()) if export_model else None
+        failpoint("model")
+        run.log_drawn_figures(drawings)
+        failpoint("figures")
     return model_uri

@@ -1,0 +1,113 @@
+"""Figures drawn in the worker process (pipeline.rendering): the same pixels, a dead worker costs nothing, bugs surface."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import matplotlib.image
+import numpy as np
+import pytest
+import torch
+
+from pipeline import figures, rendering
+from pipeline.rendering import Figures
+
+
+def _pixels(path: Path) -> np.ndarray:
+    return matplotlib.image.imread(path)
+
+
+def _draw_all(in_worker: bool, folder: Path) -> dict[str, np.ndarray]:
+    """The confusion matrix and mistakes of a fixed prediction, copied out of the block's temporary folder."""
+    labels, predicted = torch.tensor([0, 1, 2, 2, 1, 0]), torch.tensor([0, 2, 2, 1, 1, 0])
+    images = torch.rand(6, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    pixels = {}
+    with Figures(in_worker=in_worker) as drawings:
+        drawings.draw(figures.confusion_matrix, labels, predicted, ["a", "b", "c"], artifact_file="figures/cm.png")
+        drawings.draw(figures.misclassified, images, labels, predicted, list("abc"), artifact_file="mistakes.png")
+        for artifact_file, png in drawings.drawn():
+            assert png.name == Path(artifact_file).name  # logged under its own name
+            pixels[artifact_file] = _pixels(png)
+    return pixels
+
+
+def test_figures_drawn_in_the_worker_have_the_pixels_of_figures_drawn_here(tmp_path: Path) -> None:
+    here, there = _draw_all(False, tmp_path), _draw_all(True, tmp_path)
+    assert list(there) == ["figures/cm.png", "mistakes.png"]  # in the order asked for
+    for name in here:
+        assert here[name].shape == there[name].shape and np.array_equal(here[name], there[name]), name
+
+
+def test_a_dead_worker_costs_no_figure_they_are_drawn_here_and_a_new_worker_starts_next_time(tmp_path: Path) -> None:
+    rendering.start_worker()
+    worker = rendering._worker
+    assert worker is not None
+    expected = _draw_all(False, tmp_path)
+    os.kill(worker.process.pid, signal.SIGKILL)  # out of memory, or killed by someone
+    worker.process.wait()
+    assert {name: pixels.shape for name, pixels in _draw_all(True, tmp_path).items()} == {
+        name: pixels.shape for name, pixels in expected.items()
+    }
+    assert rendering._worker is None  # dropped
+    rendering.start_worker()
+    assert rendering._worker is not None and rendering._worker is not worker
+    assert _draw_all(True, tmp_path).keys() == expected.keys()
+
+
+def _broken_figure(message: str) -> None:
+    raise ValueError(message)
+
+
+def test_a_drawing_that_fails_in_the_worker_raises_its_own_error_in_the_run() -> None:
+    with Figures() as drawings:
+        drawings.draw(_broken_figure, "no such class", artifact_file="figures/broken.png")
+        with pytest.raises(ValueError, match="no such class"):
+            list(drawings.drawn())
+
+
+def _figure_noting_its_process(note: Path):  # a drawing function that says where it ran
+    import matplotlib.pyplot as plt
+
+    note.write_text(str(os.getpid()))
+    return plt.figure(figsize=(1, 1))
+
+
+@pytest.mark.parametrize("in_worker", [True, False])
+def test_a_run_draws_in_the_worker_process_and_a_one_off_command_here(tmp_path: Path, in_worker: bool) -> None:
+    note = tmp_path / "pid"
+    with Figures(in_worker=in_worker) as drawings:
+        drawings.draw(_figure_noting_its_process, note, artifact_file="figures/where.png")
+        ((_, png),) = drawings.drawn()
+        assert png.stat().st_size > 0
+    assert (int(note.read_text()) != os.getpid()) is in_worker
+
+
+def test_a_run_that_gave_up_on_its_figures_leaves_the_next_run_its_own(tmp_path: Path) -> None:
+    with Figures() as abandoned:  # a run that failed after asking for its figures
+        abandoned.draw(_figure_noting_its_process, tmp_path / "first", artifact_file="figures/first.png")
+    with Figures() as drawings:
+        drawings.draw(_figure_noting_its_process, tmp_path / "second", artifact_file="figures/second.png")
+        assert [artifact for artifact, _ in drawings.drawn()] == ["figures/second.png"]
+    assert (tmp_path / "second").is_file()
+
+
+def _figure_stuck_outside(parent_pid: int):  # hangs in the worker only
+    import matplotlib.pyplot as plt
+
+    if os.getpid() != parent_pid:
+        time.sleep(60)
+    return plt.figure(figsize=(1, 1))
+
+
+def test_a_worker_stuck_on_a_figure_is_dropped_and_the_figure_drawn_here(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(rendering, "FIGURE_TIMEOUT_S", 3.0)
+    rendering.start_worker()
+    stuck = rendering._worker
+    with Figures() as drawings:
+        drawings.draw(_figure_stuck_outside, os.getpid(), artifact_file="figures/stuck.png")
+        ((_, png),) = drawings.drawn()
+        assert png.stat().st_size > 0
+    assert rendering._worker is None and stuck.process.poll() is not None  # killed, not left behind
