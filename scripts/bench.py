@@ -5,8 +5,11 @@
    threads; a validation pass per epoch like the pipeline's; no framework, no tracking)
    against `pipeline-train` with its default tracking, alternated round by round. Both are
    timed from the end of the first training step to the end of the last validation pass.
-2. Start-up: process start to the first training step of `pipeline-train`, against
-   `python -c "import torch"` plus loading the embedded data set.
+2. A run's phases: a 1-epoch `pipeline-train compression=none` (with and without the attribution
+   maps) split into start-up (to the end of its first training step; against `python -c
+   "import torch"` plus loading the embedded data set), training and test, after the test to
+   FINISHED, and FINISHED to the process's exit; its wall time against training + test + that
+   reference + 3 s.
 3. Logging cost: N metric points through the pipeline's logger against one `log_batch`
    (and N synchronous `log_metric` calls, the naive path).
 4. Sweep throughput: trials per minute of a fixed small Hydra multirun, one process at a time
@@ -20,17 +23,19 @@ the bare loop stays eager fp32, so the ratio says what that buys on this machine
 features are printed first). `--sections` runs some of the five.
 
 Usage: .venv/bin/python scripts/bench.py [--rounds 3] [--epochs 3] [--precision 32-true] [--compile]
-       [--sections throughput startup logging sweep scale] [--quick]
+       [--sections throughput phases logging sweep scale] [--quick] [--json PATH]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -102,12 +107,13 @@ def spread(values: list[float]) -> str:
 
 def bench_throughput(
     models: list[str], data: list[str], epochs: int, rounds: int, precision: str, compiled: bool, scratch: Path
-) -> None:
+) -> dict[str, object]:
     print(
         f"\n## Training throughput: samples/s, median (min-max) of {rounds} alternated rounds, {torch.get_num_threads()} threads"
     )
     pipeline = f"pipeline ({precision}{', compiled' if compiled else ''})"
     print(f"{'model':12} {'bare loop (fp32)':>26} {pipeline:>26} {'ratio':>22}")
+    summary: dict[str, object] = {"precision": precision, "compiled": compiled}
     for model in models:
         overrides = [
             f"model={model}",
@@ -129,9 +135,23 @@ def bench_throughput(
             ratios.append(piped[-1] / bare[-1])
         ratio = f"{statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f})"
         print(f"{model:12} {spread(bare):>26} {spread(piped):>26} {ratio:>22}")
+        summary[model] = {"bare_samples_per_s": bare, "pipeline_samples_per_s": piped, "ratios": ratios}
+    return summary
 
 
-def first_step_seconds(overrides: list[str], output_root: Path) -> float:
+@dataclass(frozen=True)
+class RunPhases:
+    """Where a run's wall time goes, from the process's start to its exit (seconds)."""
+
+    startup: float  # process start -> the end of the first training step
+    training: float  # the end of the first step -> the test metrics (training, validation, test)
+    after_training: float  # the test metrics -> the run's FINISHED (figures, checkpoint, model, logging)
+    exit: float  # FINISHED -> the process has exited
+    wall: float
+
+
+def run_phases(overrides: list[str], output_root: Path) -> RunPhases:
+    """Run `pipeline-train` once; its phases from this process's clock and the run's own timestamps."""
     started = time.time()
     subprocess.run(
         [PYTHON, "-m", "pipeline.cli.train", *overrides, f"paths.output_root={output_root}"],
@@ -139,10 +159,14 @@ def first_step_seconds(overrides: list[str], output_root: Path) -> float:
         capture_output=True,
         text=True,
     )
+    exited = time.time()
     client = MlflowClient(f"sqlite:///{output_root / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("digits").experiment_id
     (run,) = client.search_runs([experiment], order_by=["attributes.start_time DESC"], max_results=1)
-    return client.get_metric_history(run.info.run_id, "train/loss")[0].timestamp / 1000 - started
+    first_step = client.get_metric_history(run.info.run_id, "train/loss")[0].timestamp / 1000
+    tested = max(point.timestamp for point in client.get_metric_history(run.info.run_id, "test/acc")) / 1000
+    finished = run.info.end_time / 1000
+    return RunPhases(first_step - started, tested - first_step, finished - tested, exited - finished, exited - started)
 
 
 def import_and_load_seconds() -> float:
@@ -152,29 +176,51 @@ def import_and_load_seconds() -> float:
     return time.time() - started
 
 
-def bench_startup(rounds: int, scratch: Path) -> None:
-    """The first run in a new output root also creates the store and the data cache: shown apart.
+PHASE_CONFIGS = {  # 1-epoch runs without compression, with and without the attribution maps (default: with)
+    "compression=none": ["trainer.max_epochs=1", "compression=none"],
+    "+ interpret=none": ["trainer.max_epochs=1", "compression=none", "interpret=none"],
+}
+WALL_ALLOWANCE_S = 3.0  # what a run may cost beyond its training, test and the reference start-up
 
-    Only the time to the first step counts, so each run stops soon after it (one batch per split).
-    """
-    one_batch = [f"trainer.limit_{split}_batches=1" for split in ("train", "val", "test")]
-    overrides = ["trainer.max_epochs=1", *one_batch, "tracking.log_model=false", "compression=none", "interpret=none"]
-    output_root = scratch / "startup"
-    first_run = first_step_seconds(overrides, output_root)
-    reference, pipeline = [], []
+
+def bench_phases(rounds: int, data: list[str], scratch: Path) -> dict[str, object]:
+    """A 1-epoch run's phases against `import torch` + data; the first run in a new output root shown apart."""
+    first_run = run_phases([*PHASE_CONFIGS["+ interpret=none"], *data], scratch / "phases")
+    reference: list[float] = []
+    measured: dict[str, list[RunPhases]] = {name: [] for name in PHASE_CONFIGS}
     for _ in range(rounds):
         reference.append(import_and_load_seconds())
-        pipeline.append(first_step_seconds(overrides, output_root))
-    print(f"\n## Start-up: seconds from process start, median (min-max) of {rounds}")
-    print(f"python -c 'import torch' + load mnist_subset   {spread(reference)}")
-    print(f"pipeline-train to its first training step      {spread(pipeline)}")
+        for name, overrides in PHASE_CONFIGS.items():
+            measured[name].append(run_phases([*overrides, *data], scratch / "phases"))
+    base = statistics.median(reference)
+    print(f"\n## A 1-epoch run's phases, `pipeline-train` with: seconds, median of {rounds}")
+    print(f"{'phase':48} " + " ".join(f"{name:>18}" for name in PHASE_CONFIGS))
+    medians = {
+        name: {
+            field: statistics.median(getattr(run, field) for run in runs) for field in RunPhases.__dataclass_fields__
+        }
+        for name, runs in measured.items()
+    }
+    rows = [
+        ("start-up to the end of the first training step", "startup"),
+        ("training, validation and test", "training"),
+        ("after the test to FINISHED", "after_training"),
+        ("FINISHED to the process's exit", "exit"),
+        ("wall", "wall"),
+    ]
+    for label, field in rows:
+        print(f"{label:48} " + " ".join(f"{medians[name][field]:18.2f}" for name in PHASE_CONFIGS))
+    print(f"{'reference: import torch + load the data':48} {base:18.2f}")
+    print(f"{'start-up over the reference':48} " + " ".join(f"{m['startup'] - base:18.2f}" for m in medians.values()))
     print(
-        f"difference (the pipeline's own start-up)        {statistics.median(pipeline) - statistics.median(reference):8.1f}"
+        f"{f'wall over training+test+reference+{WALL_ALLOWANCE_S:.0f} s':48} "
+        + " ".join(f"{m['wall'] - m['training'] - base - WALL_ALLOWANCE_S:18.2f}" for m in medians.values())
     )
-    print(f"the same in a new output root (creates store)   {first_run:8.1f}")
+    print(f"{'start-up of the first run in a new output root':48} {first_run.startup:18.2f}")
+    return {"reference_s": base, "first_run_startup_s": first_run.startup, "runs": medians}
 
 
-def bench_logging(points: int, scratch: Path) -> None:
+def bench_logging(points: int, scratch: Path) -> dict[str, float]:
     uri = f"sqlite:///{scratch / 'logging.db'}"
     client = MlflowClient(uri)
     experiment = ensure_experiment(uri, "logging", scratch)
@@ -200,9 +246,10 @@ def bench_logging(points: int, scratch: Path) -> None:
     print(f"\n## Logging {points} metric points to SQLite: seconds")
     for name, seconds in timings.items():
         print(f"{name:32} {seconds:8.3f}  ({seconds / timings['one log_batch']:.1f}x one log_batch)")
+    return timings
 
 
-def bench_sweep(trials: int, data: list[str], scratch: Path) -> None:
+def bench_sweep(trials: int, data: list[str], scratch: Path) -> dict[str, float]:
     seeds = list(range(trials))
     base = ["trainer.max_epochs=1", "tracking.log_model=false", "compression=none", "hydra/job_logging=disabled", *data]
 
@@ -227,6 +274,7 @@ def bench_sweep(trials: int, data: list[str], scratch: Path) -> None:
     print(f"\n## Sweep throughput: {trials} trials of 1 epoch, trials per minute")
     for name, per_minute in results.items():
         print(f"{name:32} {per_minute:8.1f}")
+    return results
 
 
 PEAK_MEMORY = (  # runs the command given after it and prints the largest resident set of its process tree, in KiB
@@ -296,7 +344,7 @@ def median_operations(
     return {name: statistics.median(sample[name] for sample in samples) for name in samples[0]}
 
 
-def bench_scale(sizes: tuple[int, int], runs: tuple[int, int], epochs: int, scratch: Path) -> None:
+def bench_scale(sizes: tuple[int, int], runs: tuple[int, int], epochs: int, scratch: Path) -> dict[str, object]:
     print(
         f"\n## Scaling: training on {sizes[0]:,} against {sizes[1]:,} synthetic 28x28 images ({epochs} epoch(s), CNN)"
     )
@@ -324,9 +372,16 @@ def bench_scale(sizes: tuple[int, int], runs: tuple[int, int], epochs: int, scra
     print(f"{'operation':44} {runs[0]:>12,} {runs[1]:>12,} {'ratio':>8}")
     for name in few:
         print(f"{name:44} {few[name]:12.3f} {many[name]:12.3f} {many[name] / few[name]:8.2f}")
+    return {
+        "train_sizes": sizes,
+        "samples_per_s": [small[0], large[0]],
+        "peak_rss_mb": [small[1], large[1]],
+        "store_runs": runs,
+        "store_seconds": {name: [few[name], many[name]] for name in few},
+    }
 
 
-SECTIONS = ("throughput", "startup", "logging", "sweep", "scale")
+SECTIONS = ("throughput", "phases", "logging", "sweep", "scale")
 
 
 def main() -> None:
@@ -342,25 +397,31 @@ def main() -> None:
     parser.add_argument(
         "--quick", action="store_true", help="tiny synthetic data, one round: checks that the benchmark runs"
     )
+    parser.add_argument("--json", type=Path, metavar="PATH", help="also write every measurement to PATH as JSON")
     args = parser.parse_args()
     data = ["data=synthetic", "data.train_size=256", "data.val_size=64", "data.test_size=64"] if args.quick else []
     rounds = 1 if args.quick else args.rounds
+    summary: dict[str, object] = {"cpu": cpu_model(), "features": cpu_features(), "threads": torch.get_num_threads()}
     with tempfile.TemporaryDirectory() as scratch_dir:
         scratch = Path(scratch_dir)
         print(f"# scripts/bench.py on {torch.get_num_threads()} threads, torch {torch.__version__}")
         print(f"# CPU: {cpu_model()}; features: {' '.join(cpu_features()) or 'none known'}")
         if "throughput" in args.sections:
             epochs = 1 if args.quick else args.epochs
-            bench_throughput(args.models, data, epochs, rounds, args.precision, args.compile, scratch)
-        if "startup" in args.sections:
-            bench_startup(rounds, scratch)
+            summary["throughput"] = bench_throughput(
+                args.models, data, epochs, rounds, args.precision, args.compile, scratch
+            )
+        if "phases" in args.sections:
+            summary["phases"] = bench_phases(rounds, data, scratch)
         if "logging" in args.sections:
-            bench_logging(50 if args.quick else args.points, scratch)
+            summary["logging"] = bench_logging(50 if args.quick else args.points, scratch)
         if "sweep" in args.sections:
-            bench_sweep(2 if args.quick else args.trials, data, scratch)
+            summary["sweep"] = bench_sweep(2 if args.quick else args.trials, data, scratch)
         if "scale" in args.sections:
             sizes, runs = ((256, 1024), (10, 40)) if args.quick else ((3500, 60000), (100, 1000))
-            bench_scale(sizes, runs, 1, scratch)
+            summary["scale"] = bench_scale(sizes, runs, 1, scratch)
+    if args.json:
+        args.json.write_text(json.dumps(summary, indent=2) + "\n")
 
 
 if __name__ == "__main__":

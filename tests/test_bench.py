@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -14,13 +15,27 @@ BENCH = Path(__file__).resolve().parents[1] / "scripts" / "bench.py"
 
 
 @pytest.mark.slow
-def test_quick_benchmark_prints_every_section_and_the_cpu_it_ran_on() -> None:
+def test_quick_benchmark_prints_every_section_and_the_cpu_it_ran_on(tmp_path: Path) -> None:
+    summary_file = tmp_path / "bench.json"
     done = subprocess.run(
-        [sys.executable, str(BENCH), "--quick"], capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S
+        [sys.executable, str(BENCH), "--quick", "--json", str(summary_file)],
+        capture_output=True,
+        text=True,
+        timeout=COMMAND_TIMEOUT_S,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    for heading in ("## Training throughput", "## Start-up", "## Logging 50 metric points", "## Sweep throughput"):
+    for heading in ("## Training throughput", "## A 1-epoch run's phases", "## Logging 50 metric points", "## Sweep"):
         assert heading in done.stdout
+    phases = done.stdout.split("## A 1-epoch run's phases")[1].split("##")[0]
+    for row in ("start-up over the reference", "after the test to FINISHED", "FINISHED to the process's exit"):
+        assert row in phases
+    summary = json.loads(summary_file.read_text())  # the same numbers, machine-readable
+    assert set(summary) >= {"cpu", "features", "throughput", "phases", "logging", "sweep", "scale"}
+    for config in summary["phases"]["runs"].values():
+        assert 0 < config["after_training"] < config["wall"] and config["exit"] > 0
+        assert config["startup"] + config["training"] + config["after_training"] + config["exit"] == pytest.approx(
+            config["wall"], abs=0.01
+        )  # one round (--quick): the phases add up to the wall time
     scaling = done.stdout.split("## Scaling: training on 256 against 1,024")[1]
     assert "samples/s" in scaling and "peak resident memory, MB" in scaling
     assert "a SQLite store holding 10 against 40 runs" in scaling and "newest 10 runs" in scaling
