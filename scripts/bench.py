@@ -13,22 +13,29 @@
 3. Logging cost: N metric points through the pipeline's logger against one `log_batch`
    (and N synchronous `log_metric` calls, the naive path).
 4. Sweep throughput: trials per minute of a fixed small Hydra multirun, one process at a time
-   against two processes in parallel (one thread each).
+   against two processes in parallel (one thread each); and the sweeper's overhead per trial (the
+   gap between one trial's run and the next) early and late in a 100-trial Optuna sweep.
 5. Scaling: samples/s and peak memory of a 1-epoch run on 3,500 against 60,000 synthetic images
    of MNIST's size; a run's start, a lookup by id and the runs page's query in a store of 100
    against 1,000 runs. Each printed with its ratio.
 
-The pipeline side trains in `--precision` (e.g. bf16-mixed), torch.compile'd with `--compile`;
-the bare loop stays eager fp32, so the ratio says what that buys on this machine (its CPU and
-features are printed first). `--sections` runs some of the five.
+The pipeline side trains in each `--precision` (e.g. 32-true bf16-mixed), torch.compile'd with
+`--compile`; the bare loop stays eager fp32, so the ratio says what that buys on this machine (its
+CPU and features are printed first). `--device cuda` runs the throughput comparison on a GPU (the
+pipeline with `trainer=gpu`, its defaults otherwise); `--sections` runs some of the five;
+`--json PATH` also writes every number.
 
-Usage: .venv/bin/python scripts/bench.py [--rounds 3] [--epochs 3] [--precision 32-true] [--compile]
-       [--sections throughput phases logging sweep scale] [--quick] [--json PATH]
+Usage: .venv/bin/python scripts/bench.py [--rounds 3] [--epochs 3] [--precision 32-true [bf16-mixed]]
+       [--compile] [--device cpu|cuda] [--sections throughput phases logging sweep scale] [--quick]
+       [--json PATH]
+On a GPU machine: .venv/bin/python scripts/bench.py --device cuda --sections throughput
+       --precision 32-true bf16-mixed --json gpu.json   (a few minutes)
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 import subprocess
@@ -55,12 +62,20 @@ from pipeline.workflows.train import train
 PYTHON = sys.executable
 
 
-def bare_loop_samples_per_s(overrides: list[str]) -> float:
-    """Train with nothing but torch; samples/s from the end of the first step to the end of the last validation."""
+def synchronize(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def bare_loop_samples_per_s(overrides: list[str], device: str) -> float:
+    """Train with nothing but torch; samples/s from the end of the first step to the end of the last validation.
+
+    Batches are cut from CPU tensors and copied to ``device``, as the pipeline's data module serves them.
+    """
     cfg = compose_config(overrides)
     torch.manual_seed(cfg.seed)
     splits = safe_instantiate(cfg.data, "data", shuffle_seed=cfg.seed).splits
-    model = build_model(cfg, splits.image_shape, len(splits.class_names))
+    model = build_model(cfg, splits.image_shape, len(splits.class_names)).to(device)
     optimizer = safe_instantiate(cfg.optimizer, "optimizer")(model.parameters())
     images, labels, batch = splits.train.images, splits.train.labels, cfg.data.batch_size
     start, samples = None, 0
@@ -69,18 +84,20 @@ def bare_loop_samples_per_s(overrides: list[str]) -> float:
         order = torch.randperm(len(labels))
         for first in range(0, len(labels), batch):
             index = order[first : first + batch]
-            loss = F.cross_entropy(model(images[index]), labels[index])
+            loss = F.cross_entropy(model(images[index].to(device)), labels[index].to(device))
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             if start is None:
+                synchronize(device)
                 start = time.perf_counter()
             else:
                 samples += len(index)
         model.eval()
         with torch.no_grad():
             for first in range(0, len(splits.val), cfg.data.eval_batch_size):
-                model(splits.val.images[first : first + cfg.data.eval_batch_size]).argmax(dim=1)
+                model(splits.val.images[first : first + cfg.data.eval_batch_size].to(device)).argmax(dim=1)
+    synchronize(device)
     return samples / (time.perf_counter() - start)
 
 
@@ -106,14 +123,21 @@ def spread(values: list[float]) -> str:
 
 
 def bench_throughput(
-    models: list[str], data: list[str], epochs: int, rounds: int, precision: str, compiled: bool, scratch: Path
+    models: list[str],
+    data: list[str],
+    epochs: int,
+    rounds: int,
+    precisions: list[str],
+    compiled: bool,
+    device: str,
+    scratch: Path,
 ) -> dict[str, object]:
+    threads = f"{torch.get_num_threads()} threads" if device == "cpu" else torch.cuda.get_device_name()
     print(
-        f"\n## Training throughput: samples/s, median (min-max) of {rounds} alternated rounds, {torch.get_num_threads()} threads"
+        f"\n## Training throughput on {device} ({threads}): samples/s, median (min-max) of {rounds} alternated rounds"
     )
-    pipeline = f"pipeline ({precision}{', compiled' if compiled else ''})"
-    print(f"{'model':12} {'bare loop (fp32)':>26} {pipeline:>26} {'ratio':>22}")
-    summary: dict[str, object] = {"precision": precision, "compiled": compiled}
+    print(f"{'model':12} {'bare loop (fp32)':>26} {'pipeline':>36} {'ratio':>22}")
+    summary: dict[str, object] = {"device": device, "compiled": compiled}
     for model in models:
         overrides = [
             f"model={model}",
@@ -123,18 +147,31 @@ def bench_throughput(
             "interpret=none",  # after the timed window: it would only lengthen the benchmark
             *data,
         ]
-        bare, piped, ratios = [], [], []
-        piped_overrides = [*overrides, f"trainer.precision={precision}", f"trainer.compile={str(compiled).lower()}"]
+        bare: list[float] = []
+        piped: dict[str, list[float]] = {precision: [] for precision in precisions}
+        ratios: dict[str, list[float]] = {precision: [] for precision in precisions}
+        placement = ["trainer=gpu"] if device == "cuda" else []
         for round_index in range(rounds):
-            first_bare = round_index % 2 == 0  # alternate which goes first
-            for kind in ("bare", "pipeline") if first_bare else ("pipeline", "bare"):
-                if kind == "bare":
-                    bare.append(bare_loop_samples_per_s(overrides))
-                else:
-                    piped.append(pipeline_samples_per_s(piped_overrides, scratch / f"throughput-{model}-{round_index}"))
-            ratios.append(piped[-1] / bare[-1])
-        ratio = f"{statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f})"
-        print(f"{model:12} {spread(bare):>26} {spread(piped):>26} {ratio:>22}")
+            bare_first = round_index % 2 == 0  # alternate which goes first
+            if bare_first:
+                bare.append(bare_loop_samples_per_s(overrides, device))
+            for precision in precisions:
+                piped_overrides = [
+                    *placement,
+                    *overrides,
+                    f"trainer.precision={precision}",
+                    f"trainer.compile={str(compiled).lower()}",
+                ]
+                folder = scratch / f"throughput-{model}-{precision}-{round_index}"
+                piped[precision].append(pipeline_samples_per_s(piped_overrides, folder))
+            if not bare_first:
+                bare.append(bare_loop_samples_per_s(overrides, device))
+            for precision in precisions:
+                ratios[precision].append(piped[precision][-1] / bare[-1])
+        for precision in precisions:
+            label = f"{precision}{', compiled' if compiled else ''}"
+            ratio = f"{statistics.median(ratios[precision]):.2f} ({min(ratios[precision]):.2f}-{max(ratios[precision]):.2f})"
+            print(f"{model:12} {spread(bare):>26} {label + ' ' + spread(piped[precision]):>36} {ratio:>22}")
         summary[model] = {"bare_samples_per_s": bare, "pipeline_samples_per_s": piped, "ratios": ratios}
     return summary
 
@@ -249,7 +286,7 @@ def bench_logging(points: int, scratch: Path) -> dict[str, float]:
     return timings
 
 
-def bench_sweep(trials: int, data: list[str], scratch: Path) -> dict[str, float]:
+def bench_sweep(trials: int, overhead_trials: int, data: list[str], scratch: Path) -> dict[str, object]:
     seeds = list(range(trials))
     base = ["trainer.max_epochs=1", "tracking.log_model=false", "compression=none", "hydra/job_logging=disabled", *data]
 
@@ -274,7 +311,45 @@ def bench_sweep(trials: int, data: list[str], scratch: Path) -> dict[str, float]
     print(f"\n## Sweep throughput: {trials} trials of 1 epoch, trials per minute")
     for name, per_minute in results.items():
         print(f"{name:32} {per_minute:8.1f}")
-    return results
+    overhead = sweeper_overhead(overhead_trials, scratch)
+    early, late = overhead["early_trials"], overhead["late_trials"]
+    print(
+        f"\n## Sweeper overhead per trial, an Optuna sweep of {overhead['trials']} tiny trials in one process: seconds "
+        "from a trial's run ending to the next one's starting, median"
+    )
+    print(f"{'trials':24} {f'{early[0]}-{early[1]}':>10} {f'{late[0]}-{late[1]}':>10} {'ratio':>8}")
+    ratio = overhead["late_gap_s"] / overhead["early_gap_s"]
+    print(f"{'between two trials':24} {overhead['early_gap_s']:10.3f} {overhead['late_gap_s']:10.3f} {ratio:8.2f}")
+    return {"trials_per_minute": results, "sweeper_overhead": overhead}
+
+
+def sweeper_overhead(trials: int, scratch: Path) -> dict[str, object]:
+    """An Optuna sweep of ``trials`` tiny trials in one process: the seconds between one trial's run ending and
+    the next one's starting (the sweeper's ask/tell and bookkeeping, the next job's set-up), early against late."""
+    output_root = scratch / "sweeper"
+    command = [
+        *(PYTHON, "-m", "pipeline.cli.train", "-m", "hydra/sweeper=optuna", f"hydra.sweeper.n_trials={trials}"),
+        "optimizer.lr=tag(log, interval(1e-4, 1e-2))",
+        *("data=synthetic", "data.train_size=64", "data.val_size=32", "data.test_size=32", "data.batch_size=32"),
+        *("trainer.max_epochs=1", "interpret=none", "compression=none", "tracking.log_model=false"),
+        *("hydra/job_logging=disabled", f"paths.output_root={output_root}"),
+    ]
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    client = MlflowClient(f"sqlite:///{output_root / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("digits").experiment_id
+    runs = [run for run in client.search_runs([experiment], max_results=50000) if "optuna.trial" in run.data.tags]
+    runs.sort(key=lambda run: int(run.data.tags["optuna.trial"]))
+    gaps = [(after.info.start_time - before.info.end_time) / 1000 for before, after in itertools.pairwise(runs)]
+    window = max(2, min(10, trials // 5))
+    early_start = min(5, len(gaps) // 4)  # past the first trials (a new process, a new study)
+    early, late = gaps[early_start : early_start + window], gaps[-window:]
+    return {
+        "trials": len(runs),
+        "early_trials": [early_start + 1, early_start + window],
+        "late_trials": [len(runs) - window, len(runs) - 1],
+        "early_gap_s": statistics.median(early),
+        "late_gap_s": statistics.median(late),
+    }
 
 
 PEAK_MEMORY = (  # runs the command given after it and prints the largest resident set of its process tree, in KiB
@@ -391,7 +466,11 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["cnn", "transformer"])
     parser.add_argument("--points", type=int, default=500)
     parser.add_argument("--trials", type=int, default=4)
-    parser.add_argument("--precision", default="32-true", help="the pipeline's trainer.precision (bare loop: fp32)")
+    parser.add_argument("--sweeper-trials", type=int, default=100, help="trials of the sweeper-overhead sweep")
+    parser.add_argument(
+        "--precision", nargs="+", default=["32-true"], help="the pipeline's trainer.precision(s) (bare loop: fp32)"
+    )
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where both sides train")
     parser.add_argument("--compile", action="store_true", help="the pipeline side with trainer.compile=true")
     parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
     parser.add_argument(
@@ -409,14 +488,16 @@ def main() -> None:
         if "throughput" in args.sections:
             epochs = 1 if args.quick else args.epochs
             summary["throughput"] = bench_throughput(
-                args.models, data, epochs, rounds, args.precision, args.compile, scratch
+                args.models, data, epochs, rounds, args.precision, args.compile, args.device, scratch
             )
         if "phases" in args.sections:
             summary["phases"] = bench_phases(rounds, data, scratch)
         if "logging" in args.sections:
             summary["logging"] = bench_logging(50 if args.quick else args.points, scratch)
         if "sweep" in args.sections:
-            summary["sweep"] = bench_sweep(2 if args.quick else args.trials, data, scratch)
+            summary["sweep"] = bench_sweep(
+                2 if args.quick else args.trials, 12 if args.quick else args.sweeper_trials, data, scratch
+            )
         if "scale" in args.sections:
             sizes, runs = ((256, 1024), (10, 40)) if args.quick else ((3500, 60000), (100, 1000))
             summary["scale"] = bench_scale(sizes, runs, 1, scratch)
