@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -111,3 +113,51 @@ def test_a_worker_stuck_on_a_figure_is_dropped_and_the_figure_drawn_here(monkeyp
         ((_, png),) = drawings.drawn()
         assert png.stat().st_size > 0
     assert rendering._worker is None and stuck.process.poll() is not None  # killed, not left behind
+
+
+def _ignores_sigint(pid: int) -> bool:
+    """Whether the process has set SIGINT to ignored (the worker does so right after arranging to die with its parent)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    ignored = int(next(line.split()[1] for line in status.splitlines() if line.startswith("SigIgn:")), 16)
+    return bool(ignored & (1 << (signal.SIGINT - 1)))
+
+
+def _gone(pid: int) -> bool:
+    try:
+        state = next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("State:"))
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+    return state.split()[1] in ("Z", "X")  # ended; its new parent has not reaped it yet
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's")
+def test_a_worker_still_busy_importing_is_killed_when_its_parent_ends(tmp_path: Path) -> None:
+    parent = """
+import os, signal, time
+from pipeline import rendering
+from test_rendering import _ignores_sigint
+rendering.start_worker()
+pid = rendering._worker.process.pid
+while not _ignores_sigint(pid):
+    time.sleep(0.01)
+os.kill(pid, signal.SIGSTOP)  # frozen mid-import: it can never notice its stdin closing
+print(pid, flush=True)
+"""
+    errors = tmp_path / "stderr"  # a file, not a pipe: the worker inherits it and would hold a pipe open
+    with errors.open("w") as stderr:
+        done = subprocess.run(
+            [sys.executable, "-c", parent],
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+            timeout=120,
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        )
+    assert done.returncode == 0, errors.read_text()[-2000:]
+    worker = int(done.stdout.split()[-1])
+    deadline = time.monotonic() + 30  # an upper bound, not a speed: without the signal it never ends
+    while not _gone(worker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if not _gone(worker):
+        os.kill(worker, signal.SIGKILL)
+        pytest.fail("the worker outlived its parent")

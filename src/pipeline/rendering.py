@@ -12,7 +12,8 @@ spawn, which runs the parent's main script again, a user's training script inclu
 to it as file paths on its stdin and come back as `ok <id>` / `error <id>` lines on a pipe of
 their own. It ignores Ctrl-C (the run handles that), exits when its stdin closes (this process
 ended, however), and never holds a run up: a worker that cannot start, dies, or takes longer
-than `FIGURE_TIMEOUT_S` for a figure is dropped and the figure is drawn here.
+than `FIGURE_TIMEOUT_S` for a figure is dropped and the figure is drawn here. On Linux it is
+killed with its parent, even while it still imports.
 """
 
 from __future__ import annotations
@@ -60,8 +61,9 @@ class _Worker:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(path for path in sys.path if path)}  # as this process
         try:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "pipeline.rendering", str(reply_end)],
+                [sys.executable, "-m", "pipeline.rendering", str(reply_end), str(os.getpid())],
                 stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,  # it says nothing; its errors reach this process's stderr
                 pass_fds=(reply_end,),
                 env=env,
             )
@@ -195,8 +197,21 @@ class Figures:
         raise pickle.loads(error.read_bytes())
 
 
-def _serve(reply_fd: int) -> None:
+def _die_with(parent_pid: int) -> None:
+    """On Linux, be killed the moment the parent ends, even in the middle of the imports (a run that failed at
+    once must not leave a worker holding its stderr open); elsewhere the closed stdin ends the worker."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() != parent_pid:  # the parent ended before that took effect
+        os._exit(0)
+
+
+def _serve(reply_fd: int, parent_pid: int) -> None:
     """The worker: draw each job read from stdin, answer on ``reply_fd``; exit when stdin closes."""
+    _die_with(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     import matplotlib
 
@@ -231,4 +246,4 @@ def _save_error(err: Exception, path: Path) -> None:
 
 
 if __name__ == "__main__":
-    _serve(int(sys.argv[1]))
+    _serve(int(sys.argv[1]), int(sys.argv[2]))
