@@ -136,6 +136,7 @@ def test_a_worker_still_busy_importing_is_killed_when_its_parent_ends(tmp_path: 
 import os, signal, time
 from pipeline import rendering
 from test_rendering import _ignores_sigint
+signal.signal(signal.SIGINT, signal.SIG_DFL)  # the worker ignores Ctrl-C once its parent's death would kill it
 rendering.start_worker()
 pid = rendering._worker.process.pid
 while not _ignores_sigint(pid):
