@@ -43,13 +43,8 @@ class ClassificationTask(pl.LightningModule):
         self._compiled: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {}  # no submodule: checkpoint keys stay
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.scheduler_interval = scheduler_interval
-        # validate_args=False: torchmetrics re-checks every batch's labels (a torch.unique per step); cross-entropy
-        # in the same step already rejects a label out of range
         self.accuracy = nn.ModuleDict(
-            {
-                f"{stage}_acc": MulticlassAccuracy(num_classes, average="micro", validate_args=False)
-                for stage in ("train", "val", "test")
-            }
+            {f"{stage}_acc": MulticlassAccuracy(num_classes, average="micro") for stage in ("train", "val", "test")}
         )
         self.epoch_loss = nn.ModuleDict({f"{stage}_loss": MeanMetric() for stage in ("val", "test")})
         self.test_samples = SumMetric()
@@ -77,15 +72,15 @@ class ClassificationTask(pl.LightningModule):
         logits = self(images)
         loss = self.training_loss(batch, logits) if stage == "train" else F.cross_entropy(logits, labels)
         accuracy = self.accuracy[f"{stage}_acc"]
-        accuracy.update(logits, labels)  # only epoch values are logged: no per-batch value to compute
+        accuracy(logits, labels)
         if stage == "train":  # per step, this rank's batch: the loss being optimised right now
             self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=len(labels))
         else:
             epoch_loss = self.epoch_loss[f"{stage}_loss"]
-            epoch_loss.update(loss.detach(), len(labels))
+            epoch_loss(loss.detach(), len(labels))
             self.log(f"{stage}/loss", epoch_loss, on_step=False, on_epoch=True, batch_size=len(labels))
         if stage == "test":
-            self.test_samples.update(len(labels))
+            self.test_samples(len(labels))
             self.log("test/samples", self.test_samples, on_step=False, on_epoch=True, batch_size=len(labels))
         if stage != "train":  # train/acc is logged with the validation metrics: see on_validation_epoch_end
             self.log(
