@@ -17,7 +17,7 @@ from pipeline.interpret import figures
 from pipeline.interpret.agreement import attribution_agreement, cosine_agreement
 from pipeline.interpret.attributions import Settings, choose, explain
 from pipeline.sweeps.parent_run import PARENT_RUN_ENV
-from pipeline.workflows.attributions import attributions_wanted
+from pipeline.workflows.run_plan import attributions_wanted
 
 SETTINGS = Settings(
     per_class=2,

@@ -15,7 +15,10 @@ import pytest
 import torch
 
 from pipeline import figures, rendering
+from pipeline.config.compose import compose_config
 from pipeline.rendering import Figures
+from pipeline.sweeps.parent_run import PARENT_RUN_ENV
+from pipeline.workflows.run_plan import figures_in_worker
 
 
 def _pixels(path: Path) -> np.ndarray:
@@ -85,6 +88,17 @@ def test_a_run_draws_in_the_worker_process_and_a_one_off_command_here(tmp_path: 
         ((_, png),) = drawings.drawn()
         assert png.stat().st_size > 0
     assert (int(note.read_text()) != os.getpid()) is in_worker
+
+
+def test_only_a_run_with_work_to_overlap_pays_for_a_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(PARENT_RUN_ENV, raising=False)
+    assert figures_in_worker(compose_config([]), resuming=False)  # a single run exports its model
+    assert figures_in_worker(compose_config(["tracking.log_model=false"]), resuming=False)  # attribution maps
+    assert not figures_in_worker(compose_config(["tracking.log_model=false", "interpret=none"]), resuming=False)
+    monkeypatch.setenv(PARENT_RUN_ENV, "0" * 32)  # a sweep's trial: its model waits for the sweep's end
+    assert not figures_in_worker(compose_config(["sweep.log_models=best"]), resuming=False)
+    assert figures_in_worker(compose_config(["sweep.log_models=best"]), resuming=True)  # resumed: it exports
+    assert figures_in_worker(compose_config(["sweep.log_models=all"]), resuming=False)
 
 
 def test_a_run_that_gave_up_on_its_figures_leaves_the_next_run_its_own(tmp_path: Path) -> None:

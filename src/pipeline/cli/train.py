@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
 
 from pipeline.cli import import_user_code_from_here
 from pipeline.cli.teardown import quick_exit
@@ -25,6 +26,7 @@ from pipeline.interrupts import received_signal
 from pipeline.rendering import start_worker
 from pipeline.sweeps.parent_run import parent_run_id
 from pipeline.sweeps.trial import current_trial
+from pipeline.workflows.run_plan import figures_in_worker
 
 if TYPE_CHECKING:
     from pipeline.workflows.train import TrainResult
@@ -59,11 +61,19 @@ def report_failure(err: PipelineError) -> float:
     raise SystemExit(1) from None
 
 
+def draws_alongside(cfg: DictConfig) -> bool:
+    """Whether the run's figures go to the worker; a resume's own config is not read yet: assume so."""
+    try:
+        return cfg.resume is not None or figures_in_worker(cfg, resuming=False)
+    except OmegaConfBaseException:  # a missing key: validation rejects it in its own words, no worker to clean up
+        return False
+
+
 def run_job(cfg: DictConfig) -> TrainResult | None:
     """One job: a new run (a sweep's trial reports to its study) or the resume of a stored one."""
     devices = cfg.trainer.devices  # checked with the rest of the config later: a bad value only skips this
-    if isinstance(devices, int) and launched_rank(devices) == 0:  # the rank that logs: its figure worker starts now
-        start_worker()  # and imports while this process does
+    if isinstance(devices, int) and launched_rank(devices) == 0 and draws_alongside(cfg):
+        start_worker()  # the rank that logs: its figure worker imports while this process does
     from pipeline.workflows.train import resume, train  # torch, Lightning, MLflow: only for a job that runs
 
     hydra_config = HydraConfig.get()

@@ -1,7 +1,7 @@
 """Attribution maps of a trained model into its run (`interpret` config section): figures under interpret/, metrics.
 
-On for single runs; a sweep's trials skip them unless `interpret.in_sweep_trials` (most trials are
-thrown away, and the maps cost seconds each).
+On for single runs; a sweep's trials skip them unless `interpret.in_sweep_trials`
+(pipeline.workflows.run_plan: most trials are thrown away, and the maps cost seconds each).
 """
 
 from __future__ import annotations
@@ -18,14 +18,9 @@ from pipeline.errors import first_line
 from pipeline.interpret import figures
 from pipeline.interpret.attributions import Attributions, Settings, explain
 from pipeline.rendering import Figures
-from pipeline.sweeps.parent_run import parent_run_id
 from pipeline.tracking.run import TrackedRun
 
 log = logging.getLogger("pipeline")
-
-
-def attributions_wanted(cfg: DictConfig) -> bool:
-    return cfg.interpret.enabled and (parent_run_id() is None or cfg.interpret.in_sweep_trials)
 
 
 def settings_from(cfg: DictConfig) -> Settings:

@@ -48,8 +48,9 @@ from pipeline.tracking.stored_runs import fetch_run
 from pipeline.tracking.sweep_runs import DEFERRED_TAG, PARENT_TAG
 from pipeline.tracking.system_metrics import SystemMetricsOfOtherNodes
 from pipeline.trainer import build_trainer, check_batch_limits, checkpoint_dir, quiet_lightning
-from pipeline.workflows.attributions import attributions_wanted, log_attributions
+from pipeline.workflows.attributions import log_attributions
 from pipeline.workflows.compress import compress_and_log
+from pipeline.workflows.run_plan import attributions_wanted, deferred_to_sweep_end, exports_model
 
 log = logging.getLogger("pipeline")
 CURVES = ["train/loss", "train/acc", "val/loss", "val/acc"]
@@ -90,8 +91,8 @@ def train(
     output_root = Path(cfg.paths.output_root)
     resume_checkpoint = readable_last_checkpoint(output_root, resume_run_id) if resume_run_id else None
     divergence = StopOnDivergence(cfg.trainer.divergence_factor, cfg.trainer.on_divergence)
-    deferred = deferred_to_sweep_end(cfg, resume_run_id)
-    tags = {**(extra_tags or {}), **deferred}
+    left_for_sweep_end = deferred_to_sweep_end(cfg, resuming=resume_run_id is not None)
+    tags = {**(extra_tags or {}), **({DEFERRED_TAG: ",".join(left_for_sweep_end)} if left_for_sweep_end else {})}
     with tracked_run(cfg, overrides, splits, task.model, resume_run_id, tags) as run:
         logger = run.metrics_logger(cfg.tracking.flush_every_s) if run else None
         extra = [divergence, *every_node_sampled(cfg, run), *(callbacks or [])]
@@ -101,11 +102,11 @@ def train(
             return None  # a DDP rank other than the first: the first one logs
         logger.deliver(wait_s=cfg.tracking.outage_wait_s)  # a tracking server that went away: its metrics first
         failpoint("test")
-        export_model = cfg.tracking.log_model and not deferred
+        export_model = exports_model(cfg, resuming=resume_run_id is not None)
         model_uri = log_results(cfg, run, trainer, task, splits, Path(best.best_model_path), export_model)
         report = (
             compress_and_log(cfg, task.model, splits, model_uri, run.ledger)
-            if cfg.compression.enabled and not deferred
+            if cfg.compression.enabled and "compression" not in left_for_sweep_end
             else None
         )
         run.describe(run_title(cfg), variant_rows(report) if report else [])
@@ -208,20 +209,6 @@ def tracked_run(
         yield run
 
 
-def deferred_to_sweep_end(cfg: DictConfig, resume_run_id: str | None) -> dict[str, str]:
-    """A sweep's new trial leaves its model export and compression for the best trial (sweep.log_models=best).
-
-    Most trials of a sweep are thrown away: exporting and compressing each one cost more than its
-    training. What is deferred is recorded on the run (`sweep.deferred`), for the sweep's end.
-    """
-    if parent_run_id() is None or resume_run_id is not None or cfg.sweep.log_models != "best":
-        return {}
-    parts = [
-        part for part, wanted in (("model", cfg.tracking.log_model), ("compression", cfg.compression.enabled)) if wanted
-    ]
-    return {DEFERRED_TAG: ",".join(parts)} if parts else {}
-
-
 def fit_and_test(
     trainer: pl.Trainer,
     task: ClassificationTask,
@@ -269,7 +256,8 @@ def log_results(
     # the checkpoint's monitor; read from the store because ddp_spawn leaves the score in its workers
     best = {"best/val_acc": max(value for _, value in histories["val/acc"])}
     run.log_metrics({**best, "test/acc_ci95_low": low, "test/acc_ci95_high": high}, step=trainer.global_step)
-    with Figures() as drawings:  # drawn in the figure worker while this process goes on
+    # drawn in the figure worker while this process exports the model or computes attribution maps
+    with Figures(in_worker=export_model or attributions_wanted(cfg)) as drawings:
         drawings.draw(figures.learning_curves, histories, artifact_file="figures/learning_curves.png")
         drawings.draw(
             figures.confusion_matrix, test.labels, predicted, names, artifact_file="figures/confusion_matrix.png"
