@@ -496,7 +496,7 @@ def main() -> None:
             summary["logging"] = bench_logging(50 if args.quick else args.points, scratch)
         if "sweep" in args.sections:
             summary["sweep"] = bench_sweep(
-                2 if args.quick else args.trials, 12 if args.quick else args.sweeper_trials, data, scratch
+                2 if args.quick else args.trials, 8 if args.quick else args.sweeper_trials, data, scratch
             )
         if "scale" in args.sections:
             sizes, runs = ((256, 1024), (10, 40)) if args.quick else ((3500, 60000), (100, 1000))
