@@ -17,7 +17,8 @@
    gap between one trial's run and the next) early and late in a 100-trial Optuna sweep.
 5. Scaling: samples/s and peak memory of a 1-epoch run on 3,500 against 60,000 synthetic images
    of MNIST's size; a run's start, a lookup by id and the runs page's query in a store of 100
-   against 1,000 runs. Each printed with its ratio.
+   against 1,000 runs; logging, reading back and drawing (learning curves, downsampled past 2,000
+   points) a run of 1,000 against 100,000 steps. Each printed with its ratio.
 
 The pipeline side trains in each `--precision` (e.g. 32-true bf16-mixed), torch.compile'd with
 `--compile`; the bare loop stays eager fp32, so the ratio says what that buys on this machine (its
@@ -51,6 +52,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 from omegaconf import DictConfig
 
+from pipeline import figures
 from pipeline.config.compose import compose_config
 from pipeline.config.instantiate import safe_instantiate
 from pipeline.hardware import cpu_features, cpu_model
@@ -419,7 +421,37 @@ def median_operations(
     return {name: statistics.median(sample[name] for sample in samples) for name in samples[0]}
 
 
-def bench_scale(sizes: tuple[int, int], runs: tuple[int, int], epochs: int, scratch: Path) -> dict[str, object]:
+def metric_points_cost(points: int, scratch: Path) -> dict[str, float]:
+    """A run whose loss and accuracy were logged at ``points`` steps: logging them through the pipeline's logger
+    (seconds per 1,000 points), reading both histories back as the run does for its learning curves, drawing them."""
+    uri = f"sqlite:///{scratch / f'points-{points}.db'}"
+    client = MlflowClient(uri)
+    run_id = client.create_run(ensure_experiment(uri, "points", scratch)).info.run_id
+    started = time.perf_counter()
+    logger = MlflowBatchLogger(uri, run_id, flush_every_s=2.0)
+    for step in range(points):
+        logger.log_metrics({"train/loss": 1.0 / (step + 1), "train/acc": step / points}, step=step)
+    logger.finalize("success")
+    logging = time.perf_counter() - started
+    started = time.perf_counter()
+    histories = {
+        key: [(point.step, point.value) for point in client.get_metric_history(run_id, key)]
+        for key in ("train/loss", "train/acc")
+    }
+    reading = time.perf_counter() - started
+    started = time.perf_counter()
+    figures.learning_curves(histories).savefig(scratch / f"curves-{points}.png")
+    drawing = time.perf_counter() - started
+    return {
+        "logging, s per 1,000 points": logging / (2 * points) * 1000,
+        "reading both histories, s": reading,
+        "drawing the learning curves, s": drawing,
+    }
+
+
+def bench_scale(
+    sizes: tuple[int, int], runs: tuple[int, int], points: tuple[int, int], epochs: int, scratch: Path
+) -> dict[str, object]:
     print(
         f"\n## Scaling: training on {sizes[0]:,} against {sizes[1]:,} synthetic 28x28 images ({epochs} epoch(s), CNN)"
     )
@@ -447,12 +479,19 @@ def bench_scale(sizes: tuple[int, int], runs: tuple[int, int], epochs: int, scra
     print(f"{'operation':44} {runs[0]:>12,} {runs[1]:>12,} {'ratio':>8}")
     for name in few:
         print(f"{name:44} {few[name]:12.3f} {many[name]:12.3f} {many[name] / few[name]:8.2f}")
+    short, long = (metric_points_cost(count, scratch) for count in points)
+    print(f"\n## Scaling: a run with {points[0]:,} against {points[1]:,} steps of train/loss and train/acc")
+    print(f"{'measure':44} {points[0]:>12,} {points[1]:>12,} {'ratio':>8}")
+    for name in short:
+        print(f"{name:44} {short[name]:12.3f} {long[name]:12.3f} {long[name] / short[name]:8.2f}")
     return {
         "train_sizes": sizes,
         "samples_per_s": [small[0], large[0]],
         "peak_rss_mb": [small[1], large[1]],
         "store_runs": runs,
         "store_seconds": {name: [few[name], many[name]] for name in few},
+        "metric_points": points,
+        "metric_points_cost": {name: [short[name], long[name]] for name in short},
     }
 
 
@@ -499,8 +538,10 @@ def main() -> None:
                 2 if args.quick else args.trials, 8 if args.quick else args.sweeper_trials, data, scratch
             )
         if "scale" in args.sections:
-            sizes, runs = ((256, 1024), (10, 40)) if args.quick else ((3500, 60000), (100, 1000))
-            summary["scale"] = bench_scale(sizes, runs, 1, scratch)
+            sizes, runs, points = (
+                ((256, 1024), (10, 40), (500, 4000)) if args.quick else ((3500, 60000), (100, 1000), (1000, 100_000))
+            )
+            summary["scale"] = bench_scale(sizes, runs, points, 1, scratch)
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2) + "\n")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from pipeline import figures
@@ -32,6 +33,24 @@ def test_misclassified_grid_titles_each_mistake_and_survives_none() -> None:
     )
     assert [axis.get_title() for axis in none_wrong.axes if axis.get_title()] == []
     assert none_wrong.get_suptitle() == "Misclassified test images: 0 of 0 shown"
+
+
+def test_a_100_000_step_curve_is_drawn_as_bucket_means_within_their_min_max_band() -> None:
+    steps = np.arange(100_000)
+    loss = 2.0 / (1 + steps / 1000) + 0.1 * np.sin(steps)  # a falling loss that wobbles from step to step
+    histories = {"train/loss": list(zip(steps.tolist(), loss.tolist(), strict=True)), "val/loss": [(99_999, 0.1)]}
+    loss_axis = figures.learning_curves(histories).axes[0]
+    train, val = loss_axis.get_lines()
+    assert train.get_label() == "train/loss (mean of ~100 steps)" and len(train.get_xdata()) == figures.BUCKETS
+    assert val.get_label() == "val/loss" and len(val.get_xdata()) == 1  # short curves: every point
+    first = slice(0, 100)  # the first bucket: steps 0-99
+    assert train.get_xdata()[0] == pytest.approx(49.5) and train.get_ydata()[0] == pytest.approx(loss[first].mean())
+    (band,) = loss_axis.collections
+    vertices = band.get_paths()[0].vertices
+    assert vertices[:, 1].min() == pytest.approx(loss.min()) and vertices[:, 1].max() == pytest.approx(
+        loss[first].max()
+    )
+    assert [text.get_text() for text in loss_axis.get_legend().get_texts()][1] == "min-max"
 
 
 def test_learning_curves_plot_every_given_series() -> None:

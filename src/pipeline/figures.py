@@ -16,6 +16,9 @@ import torch
 from matplotlib.figure import Figure
 
 History = Sequence[tuple[int, float]]  # (step, value)
+# per curve: a 100,000-step history is drawn as 1,000 buckets (mean, and a min-max band) in the time of a short one
+MAX_DRAWN_POINTS = 2000
+BUCKETS = 1000
 
 
 def predictions(model: torch.nn.Module, images: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
@@ -27,20 +30,43 @@ def predictions(model: torch.nn.Module, images: torch.Tensor, batch_size: int = 
         )
 
 
+def bucketed(points: History, buckets: int) -> tuple[np.ndarray, ...]:
+    """(mean step, mean, min, max) of ``buckets`` runs of consecutive points, of near-equal length."""
+    steps, values = np.asarray(points, dtype=np.float64).T
+    starts = np.linspace(0, len(values), buckets + 1).astype(int)[:-1]
+    counts = np.diff(np.append(starts, len(values)))
+    return (
+        np.add.reduceat(steps, starts) / counts,
+        np.add.reduceat(values, starts) / counts,
+        np.minimum.reduceat(values, starts),
+        np.maximum.reduceat(values, starts),
+    )
+
+
 def learning_curves(histories: Mapping[str, History]) -> Figure:
-    """Loss and accuracy against the optimizer step: training (per step or epoch) and validation (per epoch)."""
+    """Loss and accuracy against the optimizer step: training (per step or epoch) and validation (per epoch).
+
+    A curve of more than MAX_DRAWN_POINTS points is drawn as the means of BUCKETS runs of steps with
+    their min-max band: the same picture, without drawing (and storing in the PNG's time) every step.
+    """
     figure, (loss_axis, acc_axis) = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
     for axis, metric, title in ((loss_axis, "loss", "Cross-entropy loss"), (acc_axis, "acc", "Accuracy")):
         for stage, style in (("train", {"alpha": 0.5, "linewidth": 1}), ("val", {"marker": "o", "linewidth": 2})):
             points = histories.get(f"{stage}/{metric}", [])
-            if points:
+            if len(points) > MAX_DRAWN_POINTS:
+                steps, mean, low, high = bucketed(points, BUCKETS)
+                every = len(points) / BUCKETS
+                line = axis.plot(steps, mean, label=f"{stage}/{metric} (mean of ~{every:.0f} steps)", linewidth=1)[0]
+                axis.fill_between(steps, low, high, color=line.get_color(), alpha=0.25, linewidth=0, label="min-max")
+            elif points:
                 steps, values = zip(*points, strict=True)
                 axis.plot(steps, values, label=f"{stage}/{metric}", **style)
         axis.set_title(title)
         axis.set_xlabel("optimizer step")
         axis.set_ylabel(metric)
         axis.grid(True, alpha=0.3)
-        axis.legend()
+        if axis.get_legend_handles_labels()[0]:  # a metric the run did not log: an empty axis, no empty legend
+            axis.legend()
     return figure
 
 
