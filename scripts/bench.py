@@ -58,6 +58,7 @@ from pipeline.config.instantiate import safe_instantiate
 from pipeline.hardware import cpu_features, cpu_model
 from pipeline.models.build import build_model
 from pipeline.tracking.logger import MlflowBatchLogger
+from pipeline.tracking.mlflow_internals import metric_points
 from pipeline.tracking.store import ensure_experiment
 from pipeline.workflows.train import train
 
@@ -423,7 +424,8 @@ def median_operations(
 
 def metric_points_cost(points: int, scratch: Path) -> dict[str, float]:
     """A run whose loss and accuracy were logged at ``points`` steps: logging them through the pipeline's logger
-    (seconds per 1,000 points), reading both histories back as the run does for its learning curves, drawing them."""
+    (seconds per 1,000 points), reading both histories back as the run does for its learning curves, drawing them
+    (as the run does: downsampled past figures.MAX_DRAWN_POINTS)."""
     uri = f"sqlite:///{scratch / f'points-{points}.db'}"
     client = MlflowClient(uri)
     run_id = client.create_run(ensure_experiment(uri, "points", scratch)).info.run_id
@@ -434,10 +436,7 @@ def metric_points_cost(points: int, scratch: Path) -> dict[str, float]:
     logger.finalize("success")
     logging = time.perf_counter() - started
     started = time.perf_counter()
-    histories = {
-        key: [(point.step, point.value) for point in client.get_metric_history(run_id, key)]
-        for key in ("train/loss", "train/acc")
-    }
+    histories = {key: metric_points(client, run_id, key) for key in ("train/loss", "train/acc")}
     reading = time.perf_counter() - started
     started = time.perf_counter()
     figures.learning_curves(histories).savefig(scratch / f"curves-{points}.png")

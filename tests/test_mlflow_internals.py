@@ -8,10 +8,13 @@ import mlflow
 import pytest
 import sqlalchemy
 import torch
+from mlflow import MlflowClient
+from mlflow.entities import Metric
 from mlflow.utils import requirements_utils
 
 from pipeline.tracking.mlflow_internals import (
     latest_schema_revision,
+    metric_points,
     requirements_from_this_environment,
     schema_revision,
 )
@@ -45,3 +48,29 @@ def test_logging_a_model_skips_the_environment_check_only_where_asked(
         assert scans == []
         mlflow.pytorch.log_model(model, name="checked", **logged)
         assert scans  # the hook is still where MLflow checks: the context above really skipped it
+
+
+@pytest.mark.parametrize("store", ["sqlite", "file"])
+def test_metric_points_are_the_clients_history_in_its_order(
+    tmp_path: Path, store: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Read from the SQL tables (or, elsewhere, through the client): NaN, a repeated step and the order as MLflow has them."""
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # a store that is not SQL, without a server process
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}" if store == "sqlite" else (tmp_path / "mlruns").as_uri()
+    client = MlflowClient(uri)
+    run_id = client.create_run(client.create_experiment("points")).info.run_id
+    points = [
+        (0, 2.0, 10),
+        (1, float("nan"), 11),
+        (1, 1.5, 12),
+        (2, 0.5, 9),
+        (3, float("inf"), 13),
+    ]  # (step, value, ms)
+    client.log_batch(run_id, metrics=[Metric("train/loss", value, ms, step) for step, value, ms in points])
+    expected = [(point.step, point.value) for point in client.get_metric_history(run_id, "train/loss")]
+    got = metric_points(client, run_id, "train/loss")
+    assert len(got) == 5 and [step for step, _ in got] == [step for step, _ in expected]
+    if store == "sqlite":
+        assert [step for step, _ in got] == [2, 0, 1, 1, 3]  # by time, as MLflow's SQL store orders them
+    assert str(got) == str(expected)  # NaN compares unequal to itself; its text does not
+    assert metric_points(client, run_id, "val/acc") == []

@@ -13,6 +13,8 @@ from collections.abc import Mapping
 
 from mlflow import MlflowClient
 
+from pipeline.tracking.mlflow_internals import metric_points
+
 
 class RunLedger:
     def __init__(self, uri: str, run_id: str, reopened: bool) -> None:
@@ -23,7 +25,7 @@ class RunLedger:
     def _last_steps(self) -> dict[str, int]:
         """For each metric of the run, the highest step already stored."""
         metrics = self.client.get_run(self.run_id).data.metrics
-        return {key: max(point.step for point in self.client.get_metric_history(self.run_id, key)) for key in metrics}
+        return {key: max(step for step, _ in metric_points(self.client, self.run_id, key)) for key in metrics}
 
     def new_metrics(self, metrics: Mapping[str, float], step: int) -> dict[str, float]:
         """The metrics whose point at ``step`` is not stored yet."""

@@ -32,7 +32,7 @@ from pipeline.rendering import Figures
 from pipeline.run_summary import training_summary
 from pipeline.tracking.ledger import RunLedger
 from pipeline.tracking.logger import MlflowBatchLogger
-from pipeline.tracking.mlflow_internals import requirements_from_this_environment
+from pipeline.tracking.mlflow_internals import metric_points, requirements_from_this_environment
 from pipeline.tracking.requirements import TORCH_MODEL, exact_requirements
 from pipeline.tracking.spool import MetricSpool, answer_quickly, is_unreachable
 from pipeline.tracking.store import ensure_experiment, is_server_uri, release_reserve
@@ -283,10 +283,7 @@ class TrackedRun:
 
     def metric_histories(self, keys: list[str]) -> dict[str, list[tuple[int, float]]]:
         """(step, value) points of each metric, from the store."""
-        return {
-            key: [(point.step, point.value) for point in self.client.get_metric_history(self.run_id, key)]
-            for key in keys
-        }
+        return {key: metric_points(self.client, self.run_id, key) for key in keys}
 
     def figure_paths(self) -> list[str]:
         """The run's figures in the store (artifact paths)."""
