@@ -16,7 +16,8 @@
    against two processes in parallel (one thread each); and the sweeper's overhead per trial (the
    gap between one trial's run and the next) early and late in a 100-trial Optuna sweep.
 5. Scaling: samples/s and peak memory of a 1-epoch run on 3,500 against 60,000 synthetic images
-   of MNIST's size; a run's start, a lookup by id and the runs page's query in a store of 100
+   of MNIST's size; a run's start, a lookup by id, the runs page's query and the MLflow UI's runs
+   page shown in headless Chromium (when scripts/test-deps.sh installed it) in a store of 100
    against 1,000 runs; logging, reading back and drawing (learning curves, downsampled past 2,000
    points) a run of 1,000 against 100,000 steps. Each printed with its ratio.
 
@@ -38,6 +39,10 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
+import shutil
+import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -55,11 +60,12 @@ from omegaconf import DictConfig
 from pipeline import figures
 from pipeline.config.compose import compose_config
 from pipeline.config.instantiate import safe_instantiate
+from pipeline.errors import TrackingError
 from pipeline.hardware import cpu_features, cpu_model
 from pipeline.models.build import build_model
 from pipeline.tracking.logger import MlflowBatchLogger
 from pipeline.tracking.mlflow_internals import metric_points
-from pipeline.tracking.store import ensure_experiment
+from pipeline.tracking.store import check_server, ensure_experiment
 from pipeline.workflows.train import train
 
 PYTHON = sys.executable
@@ -415,6 +421,59 @@ def filled_run(client: MlflowClient, experiment_id: str, index: int) -> str:
     return run_id
 
 
+RUNS_PAGE = "the UI's runs page, shown in headless Chromium"
+
+
+def runs_page_seconds(uri: str, experiment_id: str, newest_run: str, scratch: Path, loads: int = 3) -> float | str:
+    """Median seconds from asking for the experiment's runs page (`scripts/ui.sh` on ``uri``) to its newest run's
+    name on the screen, after one load that fills the browser's cache; or why it could not be measured."""
+    if shutil.which("chromium") is None or shutil.which("chromedriver") is None:
+        return "no chromium or chromedriver here (scripts/test-deps.sh installs them)"
+    try:
+        from headless_browser import headless_chromium, wait_for_text  # Selenium: a test dependency
+    except ImportError as missing:
+        return f"{missing} (scripts/test-deps.sh installs it)"
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    log = (scratch / "ui.log").open("w")
+    command = ["bash", str(Path(__file__).resolve().parent / "ui.sh"), uri]
+    ui = subprocess.Popen(
+        command, env={**os.environ, "PORT": str(port)}, stdout=log, stderr=log, start_new_session=True
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while not server_answers(url):
+            if ui.poll() is not None or time.monotonic() > deadline:
+                return f"the UI did not start: {(scratch / 'ui.log').read_text()[-500:]}"
+            time.sleep(0.5)
+        driver = headless_chromium(scratch / "chromium-profile")
+        try:
+            seconds = []
+            for _ in range(loads + 1):
+                driver.get("about:blank")
+                started = time.perf_counter()
+                driver.get(f"{url}/#/experiments/{experiment_id}/runs")
+                wait_for_text(driver, newest_run, timeout=120)
+                seconds.append(time.perf_counter() - started)
+        finally:
+            driver.quit()
+        return statistics.median(seconds[1:])
+    finally:
+        os.killpg(ui.pid, signal.SIGTERM)
+        ui.wait(timeout=60)
+        log.close()
+
+
+def server_answers(url: str) -> bool:
+    try:
+        check_server(url)
+    except TrackingError:
+        return False
+    return True
+
+
 def median_operations(
     client: MlflowClient, experiment_id: str, first_run_id: str, page: int, rounds: int = 5
 ) -> dict[str, float]:
@@ -462,22 +521,28 @@ def bench_scale(
     uri = f"sqlite:///{scratch / 'scale-store.db'}"
     experiment_id = ensure_experiment(uri, "scale", scratch)
     client = MlflowClient(uri)
-    first = filled_run(client, experiment_id, 0)
+    first = newest = filled_run(client, experiment_id, 0)
     for index in range(1, runs[0]):
-        filled_run(client, experiment_id, index)
+        newest = filled_run(client, experiment_id, index)
     page = min(100, runs[0])  # the same page in both stores: what grows is the store, not the answer
     few = median_operations(client, experiment_id, first, page)
+    few_page = runs_page_seconds(uri, experiment_id, client.get_run(newest).info.run_name, scratch)
     started = time.perf_counter()
-    for index in range(len(client.search_runs([experiment_id], max_results=50000)), runs[1]):
-        filled_run(client, experiment_id, index)
+    for index in range(runs[0], runs[1]):
+        newest = filled_run(client, experiment_id, index)
     filling = time.perf_counter() - started
     many = median_operations(client, experiment_id, first, page)
+    many_page = runs_page_seconds(uri, experiment_id, client.get_run(newest).info.run_name, scratch)
+    if isinstance(few_page, float) and isinstance(many_page, float):
+        few[RUNS_PAGE], many[RUNS_PAGE] = few_page, many_page
     print(
         f"\n## Scaling: a SQLite store holding {runs[0]:,} against {runs[1]:,} runs (filled in {filling:.0f} s); seconds, median of 5"
     )
     print(f"{'operation':44} {runs[0]:>12,} {runs[1]:>12,} {'ratio':>8}")
     for name in few:
         print(f"{name:44} {few[name]:12.3f} {many[name]:12.3f} {many[name] / few[name]:8.2f}")
+    if RUNS_PAGE not in few:
+        print(f"{RUNS_PAGE}: not measured ({few_page if isinstance(few_page, str) else many_page})")
     short, long = (metric_points_cost(count, scratch) for count in points)
     print(f"\n## Scaling: a run with {points[0]:,} against {points[1]:,} steps of train/loss and train/acc")
     print(f"{'measure':44} {points[0]:>12,} {points[1]:>12,} {'ratio':>8}")

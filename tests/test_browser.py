@@ -17,49 +17,22 @@ from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
 from conftest import COMMAND_TIMEOUT_S, cli_env, free_port, pipeline_train, serving
+from headless_browser import headless_chromium, wait_for_text
 from pipeline.config import REPO_ROOT
-
-# Chromium without its background connections: this machine's network refuses them (docs/dependencies.md)
-CHROMIUM_FLAGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-dev-shm-usage",
-    "--window-size=1500,950",
-]
 
 
 @pytest.fixture
 def browser(tmp_path: Path) -> Iterator[WebDriver]:
-    options = webdriver.ChromeOptions()
-    for flag in [*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'chromium-profile'}"]:
-        options.add_argument(flag)
-    options.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
-    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver") or "/usr/bin/chromedriver"), options=options)
+    driver = headless_chromium(tmp_path / "chromium-profile")
     try:
         yield driver
     finally:
         driver.quit()
-
-
-def wait_for_text(driver: WebDriver, *texts: str, timeout: float = 60) -> str:
-    """The page's text once every one of ``texts`` is on it."""
-    WebDriverWait(driver, timeout).until(
-        lambda d: all(text in d.find_element(By.TAG_NAME, "body").text for text in texts)
-    )
-    return driver.find_element(By.TAG_NAME, "body").text
 
 
 def screenshot(driver: WebDriver, folder: Path, name: str) -> Path:
