@@ -46,7 +46,7 @@ def test_quick_benchmark_prints_every_section_and_the_cpu_it_ran_on(tmp_path: Pa
     assert "samples/s" in scaling and "peak resident memory, MB" in scaling
     assert "a SQLite store holding 10 against 40 runs" in scaling and "newest 10 runs" in scaling
     page_row = next(line for line in scaling.splitlines() if line.startswith("the UI's runs page"))
-    assert page_row.startswith("the UI's runs page, shown in headless Chromium ") and len(page_row.split()) == 10
+    assert page_row.startswith("the UI's runs page, shown in headless Chromium ") and len(page_row.split()) == 11
     points = scaling.split("a run with 500 against 4,000 steps of train/loss and train/acc")[1]
     assert "logging, s per 1,000 points" in points and "drawing the learning curves, s" in points
     assert set(summary["scale"]["metric_points_cost"]) == {
