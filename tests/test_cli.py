@@ -53,6 +53,14 @@ SLOW = pytest.mark.slow
             ["trainer.compile_backend=tvm"],
             "error: trainer.compile_backend: must be one of inductor, aot_eager, eager, ",
         ),
+        # a sweep is checked before Hydra starts it: a fixed key, a swept value, an Optuna sweep's fixed key
+        (["-m", "seed=1", "trainer.devices=two"], "error: trainer.devices: Value 'two' of type 'str'"),
+        (["-m", "seed=1,x"], "error: seed: Value 'x' of type 'str'"),
+        (["--multirun", "model=cnn,nope"], "error: model=nope: no such option"),
+        (
+            ["-m", "hydra/sweeper=optuna", "optimizer.lr=interval(1e-4,1e-2)", "trainer.max_epochs=0"],
+            "error: trainer.max_epochs: must be > 0, got 0",
+        ),
     ],
 )
 def test_bad_input_exits_nonzero_with_one_line_and_no_running_run(

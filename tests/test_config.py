@@ -7,7 +7,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import ReadonlyConfigError
 
 from pipeline.config import CONF_DIR
-from pipeline.config.compose import compose_config, stored_config
+from pipeline.config.compose import MAX_SWEEP_CHECKS, compose_config, stored_config, sweep_combinations
 from pipeline.config.instantiate import safe_instantiate
 from pipeline.config.validation import validate
 from pipeline.errors import ConfigError
@@ -77,6 +77,25 @@ def stored_with(**section: dict) -> dict:
     plain = OmegaConf.to_container(compose_config([]), resolve=True)
     plain.update(section)
     return plain
+
+
+def test_a_sweep_stands_as_its_first_combination_and_each_other_value_once() -> None:
+    command = [
+        *("hydra/sweeper=optuna", "model=cnn,mlp", "+tags.team=vision", "optimizer.lr=tag(log, interval(1e-4, 1e-2))"),
+        *("seed=range(1,4)", "run_name='a b',c"),
+    ]
+    assert sweep_combinations(command) == [
+        ["model=cnn", "+tags.team=vision", "seed=1", "run_name='a b'"],  # Hydra's keys and intervals: left out
+        ["model=mlp", "+tags.team=vision", "seed=1", "run_name='a b'"],
+        ["model=cnn", "+tags.team=vision", "seed=2", "run_name='a b'"],
+        ["model=cnn", "+tags.team=vision", "seed=3", "run_name='a b'"],
+        ["model=cnn", "+tags.team=vision", "seed=1", "run_name=c"],
+    ]
+    for combination in sweep_combinations(command):
+        compose_config(combination)  # each one composes as a single run's overrides
+    assert len(sweep_combinations([f"seed=range(0,{10 * MAX_SWEEP_CHECKS})"])) == MAX_SWEEP_CHECKS
+    with pytest.raises(ConfigError, match="Error parsing override 'seed=1,,2'"):
+        sweep_combinations(["seed=1,,2"])
 
 
 def test_a_model_target_in_the_optimizer_section_is_refused() -> None:

@@ -18,7 +18,7 @@ from omegaconf.errors import OmegaConfBaseException
 from pipeline.cli import import_user_code_from_here
 from pipeline.cli.teardown import quick_exit
 from pipeline.config import CONF_DIR
-from pipeline.config.compose import compose_config
+from pipeline.config.compose import compose_config, sweep_combinations
 from pipeline.config.targets import trust_composed_targets
 from pipeline.distributed import launched_rank
 from pipeline.errors import ConfigError, PipelineError, RunInterrupted, disk_full
@@ -123,12 +123,19 @@ def _hydra_entry(cfg: DictConfig) -> float:
 
 
 def main() -> None:
-    """Console script. Plain runs are composed and validated first, so bad input costs no imports."""
+    """Console script. Runs and sweeps are composed and validated first, so bad input costs no imports.
+
+    A sweep (`-m`) is checked through the runs that stand for it (`sweep_combinations`); other flags
+    (`--config-dir`, `--cfg`, ...) are left to Hydra.
+    """
     import_user_code_from_here()
     args = sys.argv[1:]
-    if not any(arg.startswith("-") for arg in args):
+    flags = {arg for arg in args if arg.startswith("-")}
+    if flags <= {"-m", "--multirun"}:
+        overrides = [arg for arg in args if arg not in flags]
         try:
-            compose_config(args)
+            for combination in sweep_combinations(overrides) if flags else [overrides]:
+                compose_config(combination)
         except ConfigError as err:
             print(f"error: {err}", file=sys.stderr)
             raise SystemExit(2) from None

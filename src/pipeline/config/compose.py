@@ -13,6 +13,8 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import ValueType
 from hydra.errors import HydraException, MissingConfigException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -58,6 +60,34 @@ def compose_config(overrides: Sequence[str] = (), config_name: str = "train") ->
         raise ConfigError(_hydra_error_line(err)) from None
     trust_composed_targets(cfg)
     return validate(cfg)
+
+
+MAX_SWEEP_CHECKS = 50  # composes of ~0.1 s each before a sweep starts; a larger grid's remaining values: its trials
+
+
+def sweep_combinations(overrides: Sequence[str]) -> list[list[str]]:
+    """The single-run override lists that stand for a sweep's command line (`pipeline-train -m ...`).
+
+    The first combination of the grid, then each other value of each swept key in it, so every value
+    the command line names is composed once. Interval sweeps (Optuna's) keep the config's value, and
+    Hydra's own keys are left to Hydra. A grid of more than MAX_SWEEP_CHECKS values is checked in part.
+    """
+    try:
+        parsed = OverridesParser.create().parse_overrides(list(overrides))
+    except HydraException as err:
+        raise ConfigError(first_line(str(err))) from None
+    slots: list[list[str]] = []  # in the command line's order: one override, or each value of a swept key
+    for override in parsed:
+        if override.key_or_group.startswith("hydra") or override.value_type == ValueType.INTERVAL_SWEEP:
+            continue
+        key = override.get_key_element()
+        values = override.sweep_string_iterator() if override.is_sweep_override() else None  # written as overrides
+        slots.append([f"{key}={value}" for value in values] if values is not None else [override.input_line])
+    first = [choices[0] for choices in slots]
+    combinations = [first]
+    for position, choices in enumerate(slots):
+        combinations += [[*first[:position], choice, *first[position + 1 :]] for choice in choices[1:]]
+    return combinations[:MAX_SWEEP_CHECKS]
 
 
 def _is_group_choice(override: str) -> bool:
