@@ -41,8 +41,6 @@ import itertools
 import json
 import os
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -57,15 +55,15 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 from omegaconf import DictConfig
 
+from local_servers import free_port, serving
 from pipeline import figures
 from pipeline.config.compose import compose_config
 from pipeline.config.instantiate import safe_instantiate
-from pipeline.errors import TrackingError
 from pipeline.hardware import cpu_features, cpu_model
 from pipeline.models.build import build_model
 from pipeline.tracking.logger import MlflowBatchLogger
 from pipeline.tracking.mlflow_internals import metric_points
-from pipeline.tracking.store import check_server, ensure_experiment
+from pipeline.tracking.store import ensure_experiment
 from pipeline.workflows.train import train
 
 PYTHON = sys.executable
@@ -433,45 +431,25 @@ def runs_page_seconds(uri: str, experiment_id: str, newest_run: str, scratch: Pa
         from headless_browser import headless_chromium, wait_for_text  # Selenium: a test dependency
     except ImportError as missing:
         return f"{missing} (scripts/test-deps.sh installs it)"
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    log = (scratch / "ui.log").open("w")
-    command = ["bash", str(Path(__file__).resolve().parent / "ui.sh"), uri]
-    ui = subprocess.Popen(
-        command, env={**os.environ, "PORT": str(port)}, stdout=log, stderr=log, start_new_session=True
-    )
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
+    command = ["bash", str(Path(__file__).resolve().parent / "ui.sh"), uri]
     try:
-        deadline = time.monotonic() + 120
-        while not server_answers(url):
-            if ui.poll() is not None or time.monotonic() > deadline:
-                return f"the UI did not start: {(scratch / 'ui.log').read_text()[-500:]}"
-            time.sleep(0.5)
-        driver = headless_chromium(scratch / "chromium-profile")
-        try:
-            seconds = []
-            for _ in range(loads + 1):
-                driver.get("about:blank")
-                started = time.perf_counter()
-                driver.get(f"{url}/#/experiments/{experiment_id}/runs")
-                wait_for_text(driver, newest_run, timeout=120)
-                seconds.append(time.perf_counter() - started)
-        finally:
-            driver.quit()
-        return statistics.median(seconds[1:])
-    finally:
-        os.killpg(ui.pid, signal.SIGTERM)
-        ui.wait(timeout=60)
-        log.close()
-
-
-def server_answers(url: str) -> bool:
-    try:
-        check_server(url)
-    except TrackingError:
-        return False
-    return True
+        with serving(command, f"{url}/health", scratch / "ui.log", env={**os.environ, "PORT": str(port)}):
+            driver = headless_chromium(scratch / "chromium-profile")
+            try:
+                seconds = []
+                for _ in range(loads + 1):
+                    driver.get("about:blank")
+                    started = time.perf_counter()
+                    driver.get(f"{url}/#/experiments/{experiment_id}/runs")
+                    wait_for_text(driver, newest_run, timeout=120)
+                    seconds.append(time.perf_counter() - started)
+            finally:
+                driver.quit()
+    except RuntimeError as failed:  # the UI did not start: serving() says why, with its log's end
+        return str(failed)
+    return statistics.median(seconds[1:])
 
 
 def median_operations(
