@@ -18,7 +18,7 @@ from pipeline import figures, rendering
 from pipeline.config.compose import compose_config
 from pipeline.rendering import Figures
 from pipeline.sweeps.parent_run import PARENT_RUN_ENV
-from pipeline.workflows.run_plan import figures_in_worker
+from pipeline.workflows.run_plan import RunPlan, plan_run
 
 
 def _pixels(path: Path) -> np.ndarray:
@@ -91,14 +91,19 @@ def test_a_run_draws_in_the_worker_process_and_a_one_off_command_here(tmp_path: 
 
 
 def test_only_a_run_with_work_to_overlap_pays_for_a_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    def plan(*overrides: str, resuming: bool = False) -> RunPlan:
+        return plan_run(compose_config(list(overrides)), resuming=resuming)
+
     monkeypatch.delenv(PARENT_RUN_ENV, raising=False)
-    assert figures_in_worker(compose_config([]), resuming=False)  # a single run exports its model
-    assert figures_in_worker(compose_config(["tracking.log_model=false"]), resuming=False)  # attribution maps
-    assert not figures_in_worker(compose_config(["tracking.log_model=false", "interpret=none"]), resuming=False)
+    assert plan().figures_in_worker  # a single run exports its model
+    assert plan("tracking.log_model=false").figures_in_worker  # attribution maps
+    assert not plan("tracking.log_model=false", "interpret=none").figures_in_worker
     monkeypatch.setenv(PARENT_RUN_ENV, "0" * 32)  # a sweep's trial: its model waits for the sweep's end
-    assert not figures_in_worker(compose_config(["sweep.log_models=best"]), resuming=False)
-    assert figures_in_worker(compose_config(["sweep.log_models=best"]), resuming=True)  # resumed: it exports
-    assert figures_in_worker(compose_config(["sweep.log_models=all"]), resuming=False)
+    trial = plan("sweep.log_models=best")
+    assert trial.deferred == ("model", "compression") and not trial.compresses and not trial.figures_in_worker
+    resumed = plan("sweep.log_models=best", resuming=True)  # a resumed trial does its own work
+    assert resumed.deferred == () and resumed.compresses and resumed.figures_in_worker
+    assert plan("sweep.log_models=all").figures_in_worker
 
 
 def test_a_run_that_gave_up_on_its_figures_leaves_the_next_run_its_own(tmp_path: Path) -> None:

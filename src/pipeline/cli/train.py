@@ -26,7 +26,7 @@ from pipeline.interrupts import received_signal
 from pipeline.rendering import start_worker
 from pipeline.sweeps.parent_run import parent_run_id
 from pipeline.sweeps.trial import current_trial
-from pipeline.workflows.run_plan import figures_in_worker
+from pipeline.workflows.run_plan import plan_run
 
 if TYPE_CHECKING:
     from pipeline.workflows.train import TrainResult
@@ -64,7 +64,7 @@ def report_failure(err: PipelineError) -> float:
 def draws_alongside(cfg: DictConfig) -> bool:
     """Whether the run's figures go to the worker; a resume's own config is not read yet: assume so."""
     try:
-        return cfg.resume is not None or figures_in_worker(cfg, resuming=False)
+        return cfg.resume is not None or plan_run(cfg, resuming=False).figures_in_worker
     except OmegaConfBaseException:  # a missing key: validation rejects it in its own words, no worker to clean up
         return False
 

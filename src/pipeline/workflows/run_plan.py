@@ -1,39 +1,53 @@
 """What a run does after its test, read from its config alone (no torch, no MLflow).
 
 The command line asks before its heavy imports, to start the figure worker only for a run whose
-figures have other work to overlap; `train()` asks the same questions, so both agree.
+figures have other work to overlap; `train()` follows the same plan, so both agree.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from omegaconf import DictConfig
 
 from pipeline.sweeps.parent_run import parent_run_id
 
 
-def deferred_to_sweep_end(cfg: DictConfig, resuming: bool) -> list[str]:
-    """What a sweep's new trial leaves for the best trial (sweep.log_models=best): "model", "compression".
+@dataclass(frozen=True)
+class RunPlan:
+    deferred: tuple[str, ...]  # what a sweep's trial leaves for the best trial: "model", "compression"
+    exports_model: bool
+    compresses: bool
+    attributions: bool  # attribution maps of the trained model
 
-    Most trials of a sweep are thrown away: exporting and compressing each one cost more than its
-    training. The run records what it deferred (`sweep.deferred`), for the sweep's end.
+    @property
+    def figures_in_worker(self) -> bool:
+        """Figures pay for a worker process (~3 CPU-seconds of imports) only while the run exports a model or
+        computes attribution maps; a sweep trial that does neither draws them faster itself."""
+        return self.exports_model or self.attributions
+
+
+def plan_run(cfg: DictConfig, resuming: bool) -> RunPlan:
+    """The plan of a run of ``cfg``; ``resuming`` a stored run does all its work itself.
+
+    Most trials of a sweep (sweep.log_models=best) are thrown away: exporting and compressing each one
+    cost more than its training, so a new trial defers both to the sweep's end and records that
+    (`sweep.deferred`).
     """
-    if parent_run_id() is None or resuming or cfg.sweep.log_models != "best":
-        return []
-    return [
-        part for part, wanted in (("model", cfg.tracking.log_model), ("compression", cfg.compression.enabled)) if wanted
-    ]
-
-
-def exports_model(cfg: DictConfig, resuming: bool) -> bool:
-    return bool(cfg.tracking.log_model) and "model" not in deferred_to_sweep_end(cfg, resuming)
+    deferring = parent_run_id() is not None and not resuming and cfg.sweep.log_models == "best"
+    deferred = tuple(
+        part
+        for part, wanted in (("model", cfg.tracking.log_model), ("compression", cfg.compression.enabled))
+        if wanted and deferring
+    )
+    return RunPlan(
+        deferred,
+        exports_model=bool(cfg.tracking.log_model) and "model" not in deferred,
+        compresses=bool(cfg.compression.enabled) and "compression" not in deferred,
+        attributions=attributions_wanted(cfg),
+    )
 
 
 def attributions_wanted(cfg: DictConfig) -> bool:
     """On for single runs; a sweep's trials skip them unless `interpret.in_sweep_trials` (the maps cost seconds)."""
     return bool(cfg.interpret.enabled) and (parent_run_id() is None or bool(cfg.interpret.in_sweep_trials))
-
-
-def figures_in_worker(cfg: DictConfig, resuming: bool) -> bool:
-    """Figures pay for a worker process (~3 CPU-seconds of imports) only while the run exports a model or
-    computes attribution maps; a sweep trial that does neither draws them faster itself."""
-    return exports_model(cfg, resuming) or attributions_wanted(cfg)

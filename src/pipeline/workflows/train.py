@@ -50,7 +50,7 @@ from pipeline.tracking.system_metrics import SystemMetricsOfOtherNodes
 from pipeline.trainer import build_trainer, check_batch_limits, checkpoint_dir, quiet_lightning
 from pipeline.workflows.attributions import log_attributions
 from pipeline.workflows.compress import compress_and_log
-from pipeline.workflows.run_plan import attributions_wanted, deferred_to_sweep_end, exports_model
+from pipeline.workflows.run_plan import RunPlan, plan_run
 
 log = logging.getLogger("pipeline")
 CURVES = ["train/loss", "train/acc", "val/loss", "val/acc"]
@@ -91,8 +91,8 @@ def train(
     output_root = Path(cfg.paths.output_root)
     resume_checkpoint = readable_last_checkpoint(output_root, resume_run_id) if resume_run_id else None
     divergence = StopOnDivergence(cfg.trainer.divergence_factor, cfg.trainer.on_divergence)
-    left_for_sweep_end = deferred_to_sweep_end(cfg, resuming=resume_run_id is not None)
-    tags = {**(extra_tags or {}), **({DEFERRED_TAG: ",".join(left_for_sweep_end)} if left_for_sweep_end else {})}
+    plan = plan_run(cfg, resuming=resume_run_id is not None)
+    tags = {**(extra_tags or {}), **({DEFERRED_TAG: ",".join(plan.deferred)} if plan.deferred else {})}
     with tracked_run(cfg, overrides, splits, task.model, resume_run_id, tags) as run:
         logger = run.metrics_logger(cfg.tracking.flush_every_s) if run else None
         extra = [divergence, *every_node_sampled(cfg, run), *(callbacks or [])]
@@ -102,13 +102,8 @@ def train(
             return None  # a DDP rank other than the first: the first one logs
         logger.deliver(wait_s=cfg.tracking.outage_wait_s)  # a tracking server that went away: its metrics first
         failpoint("test")
-        export_model = exports_model(cfg, resuming=resume_run_id is not None)
-        model_uri = log_results(cfg, run, trainer, task, splits, Path(best.best_model_path), export_model)
-        report = (
-            compress_and_log(cfg, task.model, splits, model_uri, run.ledger)
-            if cfg.compression.enabled and "compression" not in left_for_sweep_end
-            else None
-        )
+        model_uri = log_results(cfg, run, trainer, task, splits, Path(best.best_model_path), plan)
+        report = compress_and_log(cfg, task.model, splits, model_uri, run.ledger) if plan.compresses else None
         run.describe(run_title(cfg), variant_rows(report) if report else [])
         return TrainResult(run.run_id, run.uri, run.experiment_id, test_metrics, model_uri, run.final_metrics())
 
@@ -245,7 +240,7 @@ def log_results(
     task: ClassificationTask,
     splits: ImageSplits,
     best_checkpoint: Path,
-    export_model: bool,
+    plan: RunPlan,
 ) -> str | None:
     """The best validation accuracy, the figures and attribution maps, the checkpoint, the profiler's reports and
     the model; its URI if logged."""
@@ -257,7 +252,7 @@ def log_results(
     best = {"best/val_acc": max(value for _, value in histories["val/acc"])}
     run.log_metrics({**best, "test/acc_ci95_low": low, "test/acc_ci95_high": high}, step=trainer.global_step)
     # drawn in the figure worker while this process exports the model or computes attribution maps
-    with Figures(in_worker=export_model or attributions_wanted(cfg)) as drawings:
+    with Figures(in_worker=plan.figures_in_worker) as drawings:
         drawings.draw(figures.learning_curves, histories, artifact_file="figures/learning_curves.png")
         drawings.draw(
             figures.confusion_matrix, test.labels, predicted, names, artifact_file="figures/confusion_matrix.png"
@@ -265,13 +260,13 @@ def log_results(
         drawings.draw(
             figures.misclassified, test.images, test.labels, predicted, names, artifact_file="figures/misclassified.png"
         )
-        if attributions_wanted(cfg):
+        if plan.attributions:
             log_attributions(cfg, run, task.model, splits, predicted, drawings)
         if cfg.tracking.log_checkpoint:
             run.log_checkpoint(best_checkpoint)
         for report in sorted(best_checkpoint.parent.glob("*-profile.txt")):  # trainer.profiler's, one per stage
             run.log_profile(report)
-        model_uri = run.log_model(task.model, splits.test.images[:8].clone()) if export_model else None
+        model_uri = run.log_model(task.model, splits.test.images[:8].clone()) if plan.exports_model else None
         failpoint("model")
         run.log_drawn_figures(drawings)
         failpoint("figures")
