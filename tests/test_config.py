@@ -94,8 +94,23 @@ def test_a_sweep_stands_as_its_first_combination_and_each_other_value_once() -> 
     for combination in sweep_combinations(command):
         compose_config(combination)  # each one composes as a single run's overrides
     assert len(sweep_combinations([f"seed=range(0,{10 * MAX_SWEEP_CHECKS})"])) == MAX_SWEEP_CHECKS
-    with pytest.raises(ConfigError, match="Error parsing override 'seed=1,,2'"):
+    with pytest.raises(ConfigError, match=r"^seed=1,,2: extraneous input ',' \(Hydra's override grammar"):
         sweep_combinations(["seed=1,,2"])
+
+
+@pytest.mark.parametrize(
+    ("override", "reason"),
+    [
+        ("seed=1,,2", "extraneous input ','"),
+        ("seed=[1", "no viable alternative at input '[1'"),
+        ("x=1)", "extraneous input ')'"),
+        ("seed=a&b", "unexpected character '&' at position 7"),  # the lexer's own error, caret and all
+    ],
+)
+def test_an_override_hydra_cannot_parse_is_one_line_naming_it_and_why(override: str, reason: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        compose_config([override])
+    assert str(raised.value) == f"{override}: {reason} (Hydra's override grammar: key=value, key=a,b,c for a sweep)"
 
 
 def test_a_model_target_in_the_optimizer_section_is_refused() -> None:

@@ -7,6 +7,7 @@ which store to read a run from.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,7 +16,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ValueType
-from hydra.errors import HydraException, MissingConfigException
+from hydra.errors import HydraException, MissingConfigException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -25,7 +26,21 @@ from pipeline.config.validation import omegaconf_error_line, validate
 from pipeline.errors import ConfigError, first_line
 
 
+def _override_error_line(err: OverrideParseException) -> str:
+    """`seed=1,,2: extraneous input ','`: the override as typed and the parser's reason, without its token set."""
+    lines = [line for line in err.message.splitlines() if line.strip()]
+    reasons = [line for line in lines if not line.startswith(("Error parsing override", "See https://"))]
+    reason = reasons[0] if reasons else "cannot be parsed"
+    if reason.startswith("LexerNoViableAltException") and len(reasons) > 1 and "^" in reasons[1]:  # caret below
+        position = reasons[1].index("^") - len("LexerNoViableAltException: ")
+        reason = f"unexpected character {err.override[position : position + 1]!r} at position {position + 1}"
+    reason = re.sub(r" expecting .*", "", reason)  # the grammar's token names say nothing to a user
+    return f"{err.override}: {reason} (Hydra's override grammar: key=value, key=a,b,c for a sweep)"
+
+
 def _hydra_error_line(err: Exception) -> str:
+    if isinstance(err, OverrideParseException):
+        return _override_error_line(err)
     if isinstance(err, MissingConfigException) and err.options:
         group, _, name = (err.missing_cfg_file or "").rpartition("/")
         return f"{group}={name}: no such option (available: {', '.join(sorted(err.options))})"
@@ -75,7 +90,7 @@ def sweep_combinations(overrides: Sequence[str]) -> list[list[str]]:
     try:
         parsed = OverridesParser.create().parse_overrides(list(overrides))
     except HydraException as err:
-        raise ConfigError(first_line(str(err))) from None
+        raise ConfigError(_hydra_error_line(err)) from None
     slots: list[list[str]] = []  # in the command line's order: one override, or each value of a swept key
     for override in parsed:
         if override.key_or_group.startswith("hydra") or override.value_type == ValueType.INTERVAL_SWEEP:
