@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import mlflow
+import mlflow.models.utils
 import pytest
 import sqlalchemy
 import torch
@@ -15,8 +16,8 @@ from mlflow.utils import requirements_utils
 from pipeline.tracking.mlflow_internals import (
     latest_schema_revision,
     metric_points,
-    requirements_from_this_environment,
     schema_revision,
+    without_redundant_model_checks,
 )
 from pipeline.tracking.requirements import TORCH_MODEL, exact_requirements
 from pipeline.tracking.store import ensure_experiment
@@ -32,22 +33,29 @@ def test_a_new_store_is_at_the_latest_schema_revision(tmp_path: Path) -> None:
         engine.dispose()
 
 
-def test_logging_a_model_skips_the_environment_check_only_where_asked(
+def test_logging_a_model_skips_mlflows_rechecks_only_where_asked(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The check's costly part (mapping installed files to packages) runs without the context and not within it."""
-    scans = []
+    """The requirements check's costly part (mapping installed files to packages) and the reload that predicts the
+    input example run without the context and not within it."""
+    scans, reloads = [], []
     monkeypatch.setattr(requirements_utils, "_init_packages_to_modules_map", lambda: scans.append(1))
     monkeypatch.setattr(requirements_utils, "_PACKAGES_TO_MODULES", {})
+    validate = mlflow.models.utils._validate_serving_input
+    monkeypatch.setattr(
+        mlflow.models.utils,
+        "_validate_serving_input",
+        lambda *args, **kwargs: reloads.append(validate(*args, **kwargs)),
+    )
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     model, example = torch.nn.Linear(4, 2), torch.zeros(1, 4).numpy()
     logged = {"input_example": example, "pip_requirements": exact_requirements(TORCH_MODEL)}
     with mlflow.start_run():
-        with requirements_from_this_environment():
+        with without_redundant_model_checks():
             mlflow.pytorch.log_model(model, name="skipped", **logged)
-        assert scans == []
+        assert scans == [] and reloads == []
         mlflow.pytorch.log_model(model, name="checked", **logged)
-        assert scans  # the hook is still where MLflow checks: the context above really skipped it
+        assert scans and len(reloads) == 1  # the hooks are still where MLflow checks: the context really skipped them
 
 
 @pytest.mark.parametrize("store", ["sqlite", "file"])

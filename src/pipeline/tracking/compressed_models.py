@@ -24,7 +24,7 @@ from pipeline.compress.tradeoff import tradeoff_figure
 from pipeline.compress.variants import Variant
 from pipeline.failpoints import failpoint
 from pipeline.tracking.ledger import RunLedger
-from pipeline.tracking.mlflow_internals import requirements_from_this_environment
+from pipeline.tracking.mlflow_internals import without_redundant_model_checks
 from pipeline.tracking.quantized_model import IMPORTED_DISTRIBUTIONS, QuantizedClassifier, code_paths
 from pipeline.tracking.requirements import ONNX_MODEL, TORCH_MODEL, exact_requirements
 from pipeline.tracking.run import quiet_export_warnings
@@ -38,7 +38,7 @@ def log_variant_model(variant: Variant, example: torch.Tensor, config_yaml: str,
     signature = infer_signature(example_np, output)
     name = f"model-{variant.name}"
     common = {"name": name, "signature": signature, "input_example": example_np}
-    with quiet_export_warnings(), requirements_from_this_environment():
+    with quiet_export_warnings(), without_redundant_model_checks():
         if variant.kind == "onnx":
             import onnx
 

@@ -6,7 +6,12 @@
   maps every file of every installed distribution to its package: ~2 s, once per process, in the
   few seconds a run spends after its test. The pipeline's requirements are this environment's
   exact versions (`pipeline.tracking.requirements`), so that check cannot find anything:
-  `requirements_from_this_environment` skips it while the pipeline logs a model.
+  `without_redundant_model_checks` skips it while the pipeline logs a model.
+- Logging a model with an input example loads the saved model again and predicts that example
+  (`_validate_serving_input`), and on failure only logs a warning: ~0.5 s per model, once for the
+  run's model and once per compressed variant. The pipeline has just predicted the example with the
+  same model to infer the signature, and the tests load every kind of logged model through pyfunc
+  and check its predictions; `without_redundant_model_checks` skips that reload as well.
 - A run's metric history from a SQL store without an entity per point: `get_metric_history`
   makes a `Metric` per point (4.2 s for 100,000 points of a SQLite store, against 0.11 s for the
   two columns, docs/dependencies.md); a run reads its histories after training (learning curves,
@@ -20,6 +25,7 @@ import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import mlflow.models.utils
 import mlflow.pyfunc
 from mlflow import MlflowClient
 from mlflow.store.db.utils import _get_latest_schema_revision, _get_schema_version
@@ -28,29 +34,31 @@ from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 from mlflow.utils import environment
 from sqlalchemy import select
 
-__all__ = ["latest_schema_revision", "metric_points", "requirements_from_this_environment", "schema_revision"]
+__all__ = ["latest_schema_revision", "metric_points", "schema_revision", "without_redundant_model_checks"]
 
 schema_revision = _get_schema_version
 latest_schema_revision = _get_latest_schema_revision
 
 
-def _nothing_to_check(requirements: list[str]) -> None:
-    """The requirements are pinned to what is installed here (requirements.exact_requirements)."""
+def _nothing_to_check(*args: object, **kwargs: object) -> None:
+    """The requirements are pinned to what is installed here (requirements.exact_requirements); the example
+    was predicted by the model that is saved."""
 
 
 @contextmanager
-def requirements_from_this_environment() -> Iterator[None]:
-    """Within: models are logged without MLflow's check of their requirements against this environment."""
-    # the writer checks, and so does the pyfunc loader with which MLflow validates the input example
-    modules = (environment, mlflow.pyfunc)
-    checks = [module.warn_dependency_requirement_mismatches for module in modules]
-    for module in modules:
-        module.warn_dependency_requirement_mismatches = _nothing_to_check
+def without_redundant_model_checks() -> Iterator[None]:
+    """Within: models are logged without MLflow's check of their requirements against this environment,
+    and without its reload of the saved model to predict the input example."""
+    hooks = [(module, "warn_dependency_requirement_mismatches") for module in (environment, mlflow.pyfunc)]
+    hooks.append((mlflow.models.utils, "_validate_serving_input"))  # imported from there at each log_model
+    checks = [getattr(module, name) for module, name in hooks]
+    for module, name in hooks:
+        setattr(module, name, _nothing_to_check)
     try:
         yield
     finally:
-        for module, check in zip(modules, checks, strict=True):
-            module.warn_dependency_requirement_mismatches = check
+        for (module, name), check in zip(hooks, checks, strict=True):
+            setattr(module, name, check)
 
 
 def metric_points(client: MlflowClient, run_id: str, key: str) -> list[tuple[int, float]]:

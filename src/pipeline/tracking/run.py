@@ -32,7 +32,7 @@ from pipeline.rendering import Figures
 from pipeline.run_summary import training_summary
 from pipeline.tracking.ledger import RunLedger
 from pipeline.tracking.logger import MlflowBatchLogger
-from pipeline.tracking.mlflow_internals import metric_points, requirements_from_this_environment
+from pipeline.tracking.mlflow_internals import metric_points, without_redundant_model_checks
 from pipeline.tracking.requirements import TORCH_MODEL, exact_requirements
 from pipeline.tracking.spool import MetricSpool, answer_quickly, is_unreachable
 from pipeline.tracking.store import ensure_experiment, is_server_uri, release_reserve
@@ -268,7 +268,7 @@ class TrackedRun:
         example_np = example.numpy()
         with torch.no_grad():
             output = model(example).numpy()
-        with quiet_export_warnings(), requirements_from_this_environment():
+        with quiet_export_warnings(), without_redundant_model_checks():
             info = mlflow.pytorch.log_model(
                 model,
                 name=name,
