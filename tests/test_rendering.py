@@ -100,7 +100,10 @@ def test_only_a_run_with_work_to_overlap_pays_for_a_worker(monkeypatch: pytest.M
     assert not plan("tracking.log_model=false", "interpret=none").figures_in_worker
     monkeypatch.setenv(PARENT_RUN_ENV, "0" * 32)  # a sweep's trial: its model waits for the sweep's end
     trial = plan("sweep.log_models=best")
-    assert trial.deferred == ("model", "compression") and not trial.compresses and not trial.figures_in_worker
+    assert trial.deferred == ("model", "compression", "misclassified") and not trial.compresses
+    assert not trial.figures_in_worker and not trial.draws_misclassified
+    no_checkpoint = plan("sweep.log_models=best", "tracking.log_checkpoint=false")  # nothing to redraw it from
+    assert no_checkpoint.draws_misclassified and "misclassified" not in no_checkpoint.deferred
     resumed = plan("sweep.log_models=best", resuming=True)  # a resumed trial does its own work
     assert resumed.deferred == () and resumed.compresses and resumed.figures_in_worker
     assert plan("sweep.log_models=all").figures_in_worker

@@ -50,7 +50,9 @@ def test_the_best_model_of_a_sweep_is_registered_and_served_by_alias(tmp_path: P
         assert sorted(model.name for model in models) == (["model", "model-fp16"] if is_best else [])
         assert ("compress/fp16/test_acc" in trial.data.metrics) is is_best
         assert trial.info.status == "FINISHED"
-        assert trial.data.tags.get("sweep.deferred") == (None if is_best else "model,compression")  # done at the end
+        assert trial.data.tags.get("sweep.deferred") == (None if is_best else "model,compression,misclassified")
+        figures = {artifact.path for artifact in client.list_artifacts(trial.info.run_id, "figures")}
+        assert ("figures/misclassified.png" in figures) is is_best and "figures/confusion_matrix.png" in figures
         if is_best:  # its description, rewritten once the sweep's end compressed it
             assert "| fp16 |" in trial.data.tags["mlflow.note.content"]
 

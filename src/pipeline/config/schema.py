@@ -534,7 +534,7 @@ class SweepConfig:
 
     objective: str = MISSING
     direction: str = MISSING
-    log_models: str = MISSING  # best: only the best trial gets its model (and variants), at the sweep's end; all
+    log_models: str = MISSING  # best: only the best trial gets its model, variants and misclassified grid, at the end
     compress_best: bool = MISSING  # compress the best trial's model at the end (when its compression is enabled)
 
     def check(self) -> None:

@@ -12,13 +12,16 @@ from omegaconf import DictConfig
 
 from pipeline.sweeps.parent_run import parent_run_id
 
+MISCLASSIFIED_FIGURE = "figures/misclassified.png"  # drawn by the run, or for a sweep's best trial at the sweep's end
+
 
 @dataclass(frozen=True)
 class RunPlan:
-    deferred: tuple[str, ...]  # what a sweep's trial leaves for the best trial: "model", "compression"
+    deferred: tuple[str, ...]  # what a sweep's trial leaves for the best trial: "model", "compression", "misclassified"
     exports_model: bool
     compresses: bool
     attributions: bool  # attribution maps of the trained model
+    draws_misclassified: bool  # the grid of misclassified test images, the costliest of the run's figures
 
     @property
     def figures_in_worker(self) -> bool:
@@ -31,20 +34,23 @@ def plan_run(cfg: DictConfig, resuming: bool) -> RunPlan:
     """The plan of a run of ``cfg``; ``resuming`` a stored run does all its work itself.
 
     Most trials of a sweep (sweep.log_models=best) are thrown away: exporting and compressing each one
-    cost more than its training, so a new trial defers both to the sweep's end and records that
-    (`sweep.deferred`).
+    cost more than its training, and its grid of misclassified images (25 titled panels, ~0.5 s) is a
+    sixth of a small trial. A new trial defers them to the sweep's end, which makes them for the best
+    trial from its checkpoint, and records that (`sweep.deferred`); the light figures stay.
     """
     deferring = parent_run_id() is not None and not resuming and cfg.sweep.log_models == "best"
-    deferred = tuple(
-        part
-        for part, wanted in (("model", cfg.tracking.log_model), ("compression", cfg.compression.enabled))
-        if wanted and deferring
-    )
+    wanted = {
+        "model": cfg.tracking.log_model,
+        "compression": cfg.compression.enabled,
+        "misclassified": cfg.tracking.log_checkpoint,  # the sweep's end rebuilds the model from the checkpoint
+    }
+    deferred = tuple(part for part, want in wanted.items() if want and deferring)
     return RunPlan(
         deferred,
         exports_model=bool(cfg.tracking.log_model) and "model" not in deferred,
         compresses=bool(cfg.compression.enabled) and "compression" not in deferred,
         attributions=attributions_wanted(cfg),
+        draws_misclassified="misclassified" not in deferred,
     )
 
 

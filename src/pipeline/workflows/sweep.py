@@ -30,12 +30,15 @@ from pipeline.sweeps.parent_run import (
     searched_overrides,
     swept_keys,
 )
+from pipeline.workflows.run_plan import MISCLASSIFIED_FIGURE
 
 log = logging.getLogger("pipeline")
 
 
 def finish_best_trial(uri: str, output_root: Path, run_id: str, deferred: list[str], compress: bool) -> None:
-    """Export (and compress) the best trial's model from its best checkpoint, into its own run."""
+    """Draw the best trial's misclassified images, export (and compress) its model, from its best checkpoint,
+    into its own run."""
+    from pipeline import figures
     from pipeline.run_summary import run_title
     from pipeline.tracking.compressed_models import variant_rows
     from pipeline.tracking.run import TrackedRun
@@ -44,6 +47,11 @@ def finish_best_trial(uri: str, output_root: Path, run_id: str, deferred: list[s
     cfg, model, splits = load_stored_model(run_id, [f"tracking.uri={uri}", f"paths.output_root={output_root}"])
     with TrackedRun(uri, cfg.tracking.experiment, output_root, cfg.run_name, {}, resume_run_id=run_id) as run:
         log.info("best trial %s: logging what its sweep deferred (%s)", run_id, ", ".join(deferred))
+        if "misclassified" in deferred:
+            test = splits.test
+            predicted = figures.predictions(model, test.images)
+            grid = figures.misclassified(test.images, test.labels, predicted, splits.class_names)
+            run.log_figure(grid, MISCLASSIFIED_FIGURE)
         model_uri = run.log_model(model, splits.test.images[:8].clone()) if "model" in deferred else None
         report = (
             compress_and_log(cfg, model, splits, model_uri, run.ledger)

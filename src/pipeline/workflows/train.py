@@ -50,7 +50,7 @@ from pipeline.tracking.system_metrics import SystemMetricsOfOtherNodes
 from pipeline.trainer import build_trainer, check_batch_limits, checkpoint_dir, quiet_lightning
 from pipeline.workflows.attributions import log_attributions
 from pipeline.workflows.compress import compress_and_log
-from pipeline.workflows.run_plan import RunPlan, plan_run
+from pipeline.workflows.run_plan import MISCLASSIFIED_FIGURE, RunPlan, plan_run
 
 log = logging.getLogger("pipeline")
 CURVES = ["train/loss", "train/acc", "val/loss", "val/acc"]
@@ -257,9 +257,10 @@ def log_results(
         drawings.draw(
             figures.confusion_matrix, test.labels, predicted, names, artifact_file="figures/confusion_matrix.png"
         )
-        drawings.draw(
-            figures.misclassified, test.images, test.labels, predicted, names, artifact_file="figures/misclassified.png"
-        )
+        if plan.draws_misclassified:
+            drawings.draw(
+                figures.misclassified, test.images, test.labels, predicted, names, artifact_file=MISCLASSIFIED_FIGURE
+            )
         if plan.attributions:
             log_attributions(cfg, run, task.model, splits, predicted, drawings)
         if cfg.tracking.log_checkpoint:
