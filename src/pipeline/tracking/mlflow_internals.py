@@ -8,7 +8,7 @@
   exact versions (`pipeline.tracking.requirements`), so that check cannot find anything:
   `without_redundant_model_checks` skips it while the pipeline logs a model.
 - Logging a model with an input example loads the saved model again and predicts that example
-  (`_validate_serving_input`), and on failure only logs a warning: ~0.5 s per model, once for the
+  (`_validate_serving_input`), and on failure only logs a warning: up to ~0.6 s per model, once for the
   run's model and once per compressed variant. The pipeline has just predicted the example with the
   same model to infer the signature, and the tests load every kind of logged model through pyfunc
   and check its predictions; `without_redundant_model_checks` skips that reload as well.

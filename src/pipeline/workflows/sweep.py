@@ -4,8 +4,9 @@
 opens the parent run and hands its id to the trials (pipeline.sweeps.parent_run); after the last
 one it records the number of trials, the best one by `sweep.objective` / `sweep.direction` and a
 figure of the objective against each swept parameter. With `sweep.log_models=best` the trials
-export no model and build no compressed variants (most are thrown away); the best trial gets
-both here, in its own run, before its model is registered as `<experiment>-sweep@best`.
+export no model, build no compressed variants and draw no grid of misclassified images (most are
+thrown away); the best trial gets them here, in its own run, before its model is registered as
+`<experiment>-sweep@best`.
 
 Hydra instantiates this callback for every command: the heavy imports wait for a multirun.
 """
@@ -97,8 +98,12 @@ class SweepParentRun(Callback):
         def finish_best(best_run_id: str, deferred: list[str]) -> None:
             try:
                 finish_best_trial(uri, output_root, best_run_id, deferred, config.sweep.compress_best)
-            except PipelineError as err:  # the sweep's result stands; its best model is what is missing
-                log.warning("the best trial's model could not be logged: %s", err)
+            except PipelineError as err:  # the sweep's result stands; what it deferred is what is missing
+                log.warning(
+                    "what the best trial left for the sweep's end (%s) could not be logged: %s",
+                    ", ".join(deferred),
+                    err,
+                )
 
         best = close_parent(uri, run_id, swept_keys(searched_overrides(config)), config.sweep, finish_best)
         print(f"sweep:   parent run {run_id}; {best}")
