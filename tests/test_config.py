@@ -113,6 +113,22 @@ def test_an_override_hydra_cannot_parse_is_one_line_naming_it_and_why(override: 
     assert str(raised.value) == f"{override}: {reason} (Hydra's override grammar: key=value, key=a,b,c for a sweep)"
 
 
+@pytest.mark.parametrize(
+    ("override", "error"),
+    [
+        ("data.batch_size=[1", "data.batch_size=[1: no viable alternative at input '[1' (Hydra's override grammar"),
+        ("seed=@", "seed=@: not a value YAML can read (found character '@' that cannot start any token)"),
+    ],
+)
+def test_a_stored_runs_override_that_cannot_be_read_is_one_line_naming_it(override: str, error: str) -> None:
+    """pipeline-eval, -rerun, -compress and -explain read their overrides onto a stored config, not through Hydra."""
+    stored = OmegaConf.to_yaml(compose_config([]))
+    with pytest.raises(ConfigError) as raised:
+        stored_config(stored, ["seed=3", override])
+    assert str(raised.value).startswith(error)
+    assert validate(stored_config(stored, ["seed=3", "data.batch_size=64"])).data.batch_size == 64
+
+
 def test_a_model_target_in_the_optimizer_section_is_refused() -> None:
     with pytest.raises(ConfigError, match=r"optimizer._target_: 'pipeline.models.cnn.CNN' is not allowed here"):
         validate(OmegaConf.create(stored_with(optimizer={"_target_": "pipeline.models.cnn.CNN"})))

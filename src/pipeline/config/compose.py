@@ -12,6 +12,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -156,13 +157,27 @@ def stored_config(config_yaml: str, overrides: Sequence[str]) -> DictConfig:
     """A config read back from a store with overrides applied (validated later by `validate`).
 
     ``key=value`` sets a key; ``group=option`` replaces the whole section with conf/group/option.yaml.
+    An override that `pipeline-train` could not parse is refused in the same words.
     """
+    try:
+        OverridesParser.create().parse_overrides(list(overrides))
+    except HydraException as err:
+        raise ConfigError(_hydra_error_line(err)) from None
     try:
         cfg = with_settings_added_since(OmegaConf.create(config_yaml))
         for choice in filter(_is_group_choice, overrides):
             group = choice.split("=", 1)[0]
             cfg[group] = OmegaConf.to_container(compose_config([choice])[group])
         dotted = [override for override in overrides if not _is_group_choice(override)]
-        return OmegaConf.merge(cfg, OmegaConf.from_dotlist(dotted)) if dotted else cfg
+        return OmegaConf.merge(cfg, *(_dotted_value(override) for override in dotted)) if dotted else cfg
     except OmegaConfBaseException as err:
         raise ConfigError(omegaconf_error_line(err)) from None
+
+
+def _dotted_value(override: str) -> DictConfig:
+    """`key=value` as a config; a value YAML cannot read is one line naming the override."""
+    try:
+        return OmegaConf.from_dotlist([override])
+    except yaml.YAMLError as err:
+        problem = getattr(err, "problem", None) or first_line(str(err))
+        raise ConfigError(f"{override}: not a value YAML can read ({problem})") from None
