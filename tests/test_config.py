@@ -51,6 +51,10 @@ def test_scheduler_interpolations_follow_their_sources() -> None:
     ("overrides", "expected"),
     [
         (["model=nope"], "model=nope: no such option (available: cnn, mlp, rnn, transformer)"),
+        (
+            ["data=nope"],
+            "data=nope: no such option (available: cifar10, fashion_mnist, mnist, mnist_subset, synthetic)",
+        ),
         (["optimizer.lr=abc"], "optimizer.lr: Value 'abc' of type 'str' could not be converted to Float"),
         (["trainer.max_epochs=-1"], "trainer.max_epochs: must be > 0, got -1"),
         (["trainer.max_epochs=abc"], "trainer.max_epochs: Value 'abc'"),

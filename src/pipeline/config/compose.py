@@ -44,7 +44,8 @@ def _hydra_error_line(err: Exception) -> str:
         return _override_error_line(err)
     if isinstance(err, MissingConfigException) and err.options:
         group, _, name = (err.missing_cfg_file or "").rpartition("/")
-        return f"{group}={name}: no such option (available: {', '.join(sorted(err.options))})"
+        options = sorted(option for option in err.options if not option.startswith("_"))  # _loader: a shared part
+        return f"{group}={name}: no such option (available: {', '.join(options)})"
     cause = err.__cause__
     if isinstance(cause, OmegaConfBaseException):
         return omegaconf_error_line(cause)
