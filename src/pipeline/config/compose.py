@@ -157,13 +157,10 @@ def with_settings_added_since(cfg: DictConfig) -> DictConfig:
 def stored_config(config_yaml: str, overrides: Sequence[str]) -> DictConfig:
     """A config read back from a store with overrides applied (validated later by `validate`).
 
-    ``key=value`` sets a key; ``group=option`` replaces the whole section with conf/group/option.yaml.
-    An override that `pipeline-train` could not parse is refused in the same words.
+    ``key=value`` sets a key (its value read as YAML, as OmegaConf reads a dot list: the commands add
+    `tracking.uri=` and `paths.output_root=` with the store's path as it is, which Hydra's grammar
+    could refuse); ``group=option`` replaces the whole section with conf/group/option.yaml.
     """
-    try:
-        OverridesParser.create().parse_overrides(list(overrides))
-    except HydraException as err:
-        raise ConfigError(_hydra_error_line(err)) from None
     try:
         cfg = with_settings_added_since(OmegaConf.create(config_yaml))
         for choice in filter(_is_group_choice, overrides):
