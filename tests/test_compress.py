@@ -47,6 +47,7 @@ EVERY_FAMILY = {
     "pruned80_int8",
     "slim75_int8",
     "slim75_onnx",
+    "distilled_int8",
     "onnx",
     "onnx_int8",
 }

@@ -66,6 +66,15 @@ def test_scheduler_interpolations_follow_their_sources() -> None:
         (["trainer=ddp", "data.batch_size=33"], "data.batch_size: 33 must divide evenly over the 2 DDP processes"),
         (["data=mnist", "data.dataset=svhn"], "data.dataset: unknown data set 'svhn'"),
         (["tracking.experiment=???"], "tracking.experiment: missing value"),
+        (["model.downsample=half"], "model.downsample: must be 'pool' or 'stride', got 'half'"),
+        (
+            ["compression.student_model.CNN.downsample=half"],
+            "compression.student_model.CNN.downsample: must be 'pool' or 'stride', got 'half'",
+        ),
+        (
+            ["+compression.student_model.RNN.layers=1", "model=rnn"],
+            "compression.student_model.RNN.layers: not an argument of model pipeline.models.rnn.RNN",
+        ),
     ],
 )
 def test_bad_input_names_the_key(overrides: list[str], expected: str) -> None:
@@ -170,10 +179,11 @@ def test_a_stored_config_older_than_some_keys_gets_their_defaults_but_only_for_i
     """Reruns, resumes and compression of runs stored before a key existed (`trainer.sync_batchnorm`, the CNN's `padding`)."""
     current = OmegaConf.to_container(compose_config(["model=cnn"]))
     del current["trainer"]["sync_batchnorm"], current["callbacks"]["early_stopping"]["patience"]
-    del current["model"]["padding"]
+    del current["model"]["padding"], current["model"]["downsample"], current["compression"]["student_model"]
     cfg = validate(stored_config(OmegaConf.to_yaml(current), []))
     assert cfg.trainer.sync_batchnorm is False and cfg.callbacks.early_stopping.patience == 3
-    assert cfg.model.padding == "same"
+    assert cfg.model.padding == "same" and cfg.model.downsample == "pool"  # what the CNN did before the key
+    assert cfg.compression.student_model == {"CNN": {"downsample": "stride"}}
 
     rnn = OmegaConf.to_container(compose_config(["model=rnn"]))
     del rnn["model"]["hidden_size"]  # the default model is a CNN: its keys are no RNN's defaults

@@ -109,6 +109,39 @@ def test_a_model_without_a_width_rule_is_skipped_with_the_reason(tmp_path: Path)
         narrower_section({"_target_": "my_models.Net"}, 0.5, "slim50")
 
 
+def test_the_cnn_student_halves_the_image_with_strided_convolutions_and_no_pooling(tmp_path: Path) -> None:
+    """compression.student_model.CNN (downsample: stride by default): the student and its scratch twin are that
+    design; slim models keep the trained model's, since they hold its sliced weights; int8 goes on top."""
+    section, model, splits, build = family(FAMILIES["cnn"])
+    compression = compose_config([]).compression
+    settings = Settings(
+        ["slim", "distilled", "distilled_int8"],
+        [],
+        [0.5],
+        Training(0, 1e-3, 32, 0),
+        Distillation(0.25, 1, 1e-3, 4.0, 0.5, 0, OmegaConf.to_container(compression.student_model)),
+        1,
+        1,
+        1,
+        section,
+    )
+    variants, skipped = build_variants(model, splits, settings, tmp_path, build)
+    assert skipped == {}
+    by_name = {variant.name: variant for variant in variants}
+    assert list(by_name) == ["fp32", "slim50", "distilled", "student_scratch", "distilled_int8"]
+    for name in ("distilled", "student_scratch"):
+        backbone = by_name[name].module[-1]
+        assert by_name[name].model_section == {**section, "channels": [8, 16], "hidden": 32, "downsample": "stride"}
+        assert [layer.stride for layer in backbone.features if isinstance(layer, nn.Conv2d)] == [(2, 2), (2, 2)]
+        assert not any(isinstance(layer, nn.MaxPool2d) for layer in backbone.modules())
+    assert any(isinstance(layer, nn.MaxPool2d) for layer in by_name["slim50"].module.modules())
+    assert by_name["distilled_int8"].recipe == "static"
+    assert by_name["distilled_int8"].model_section == by_name["distilled"].model_section
+    images = splits.test.images
+    agreement = (by_name["distilled_int8"].predict(images).argmax(1) == by_name["distilled"].predict(images).argmax(1))
+    assert agreement.float().mean() > 0.9
+
+
 def test_the_distillation_loss_is_the_labels_loss_at_weight_zero_and_zero_against_itself() -> None:
     _, model, splits, _ = family(FAMILIES["mlp"])
     images, labels = splits.train.images[:16], splits.train.labels[:16]

@@ -41,6 +41,7 @@ class Distillation:
     temperature: float
     weight: float
     slim_epochs: int  # slim models learn from the trained model too, for this many epochs at ``lr``
+    model_changes: dict[str, dict] = field(default_factory=dict)  # per family (class name): the student's own arguments
 
 
 @dataclass(frozen=True)
@@ -82,14 +83,20 @@ def _percent_name(prefix: str, fraction: float) -> str:
 
 
 def _narrow_model(
-    settings: Settings, build: ModelFactory | None, keep: float, name: str
+    settings: Settings, build: ModelFactory | None, keep: float, name: str, changes: dict | None = None
 ) -> tuple[ModelSection, nn.Module]:
-    """A new model of the trained one's family with every width scaled by ``keep``, and its section."""
+    """A new model of the trained one's family with every width scaled by ``keep`` and ``changes`` applied, and its section."""
     if settings.model_section is None or build is None:
         raise VariantSkipped(f"{name}: needs the run's model section to build a narrower model")
-    section = narrower_section(settings.model_section, keep, name)
+    section = {**narrower_section(settings.model_section, keep, name), **(changes or {})}
     torch.manual_seed(settings.finetune.seed)  # the same initial weights for every model of this width
     return section, build(section)
+
+
+def student_changes(settings: Settings) -> dict:
+    """What `compression.student_model` changes in the student of this run's model family (e.g. the CNN's downsampling)."""
+    family = (settings.model_section or {}).get("_target_", "").rsplit(".", 1)[-1]
+    return settings.distillation.model_changes.get(family, {})
 
 
 def slim_variant(
@@ -122,8 +129,9 @@ def student_variants(
     the same student (same initial weights, data, epochs) on the labels alone, so the table shows what the teacher adds."""
     distillation = settings.distillation
     training = Training(distillation.epochs, distillation.lr, settings.finetune.batch_size, settings.finetune.seed)
-    section, student = _narrow_model(settings, build, distillation.width, "distilled")
-    _, scratch = _narrow_model(settings, build, distillation.width, "student_scratch")
+    changes = student_changes(settings)
+    section, student = _narrow_model(settings, build, distillation.width, "distilled", changes)
+    _, scratch = _narrow_model(settings, build, distillation.width, "student_scratch", changes)
     fine_tune(student, splits.train, training, teacher)
     fine_tune(scratch, splits.train, training)
     return [fp32(student, workdir, "distilled", section), fp32(scratch, workdir, "student_scratch", section)]
@@ -159,6 +167,7 @@ def build_variants(
     variants, skipped = [fp32(model, workdir)], {}
     pruned: dict[str, Variant] = {}
     slim: list[Variant] = []
+    students: list[Variant] = []
     distillation = settings.distillation
     teacher = (  # slim fine-tuning and the student both learn from the trained model's outputs
         Teacher(teacher_logits(model, splits.train.images), distillation.temperature, distillation.weight)
@@ -202,7 +211,12 @@ def build_variants(
             else:
                 attempt(kind, partial(onnx_of, slimmest, example, settings.threads, workdir))
         elif kind == "distilled":
-            attempt(kind, partial(student_variants, teacher, splits, settings, build, workdir))
+            students = attempt(kind, partial(student_variants, teacher, splits, settings, build, workdir)) or []
+        elif kind == "distilled_int8":
+            if not students:
+                skipped[kind] = f"{kind}: needs a built 'distilled' variant earlier in compression.variants"
+                continue
+            attempt(kind, partial(int8_on_top, students[0], calibration, workdir))
         elif kind == "int8_static":
             attempt(kind, lambda: int8_static(model, calibration, workdir))
         elif kind == "int8_dynamic":

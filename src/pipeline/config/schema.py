@@ -167,9 +167,15 @@ class CNNConfig:
     dropout: float = MISSING
     batch_norm: bool = MISSING
     channels_last: bool = MISSING
+    downsample: str = MISSING
 
     def check(self) -> None:
         _require(len(self.channels) > 0, "model.channels", "needs at least one conv block")
+        _require(
+            self.downsample in ("pool", "stride"),
+            "model.downsample",
+            f"must be 'pool' or 'stride', got {self.downsample!r}",
+        )
         for width in self.channels:
             _require_positive(width, "model.channels")
         _require(self.padding in ("same", "valid"), "model.padding", f"must be 'same' or 'valid', got {self.padding!r}")
@@ -423,6 +429,7 @@ COMPRESSION_VARIANTS = (
     "pruned_int8",
     "slim_int8",
     "slim_onnx",
+    "distilled_int8",
     "onnx",
     "onnx_int8",
 )
@@ -440,6 +447,7 @@ class CompressionConfig:
     finetune_lr: float = MISSING
     slim_epochs: int = MISSING
     student_width: float = MISSING
+    student_model: dict[str, dict[str, Any]] = MISSING
     student_lr: float = MISSING
     distill_epochs: int = MISSING
     distill_temperature: float = MISSING

@@ -89,6 +89,22 @@ def _run_checks(obj: Any) -> None:
         check()
 
 
+def _check_student_model(plain: dict, trusted: list[str]) -> None:
+    """`compression.student_model.<family>` of the run's model family: each key one of the model's own
+    arguments, and the student's section as valid as the model's (a bad value fails now, not after training)."""
+    model = plain["model"]
+    family = model["_target_"].rsplit(".", 1)[-1]
+    changes = (_lookup(plain, "compression.student_model") or {}).get(family) or {}
+    key = f"compression.student_model.{family}"
+    for name in changes:
+        if name not in model:
+            raise ConfigError(f"{key}.{name}: not an argument of model {model['_target_']}")
+    try:
+        _run_checks(OmegaConf.to_object(_typed_section("model", {**model, **changes}, trusted)))
+    except ConfigError as err:
+        raise ConfigError(str(err).replace("model.", f"{key}.", 1)) from None
+
+
 def validate(cfg: DictConfig) -> DictConfig:
     """Return a resolved, typed copy of ``cfg`` or raise ConfigError naming the first bad key."""
     _check_targets_are_literal(cfg)
@@ -109,6 +125,7 @@ def validate(cfg: DictConfig) -> DictConfig:
         OmegaConf.update(typed, section, _typed_section(section, node, list(typed.trusted_targets)), merge=False)
     try:
         _run_checks(OmegaConf.to_object(typed))
+        _check_student_model(plain, list(typed.trusted_targets))
     except OmegaConfBaseException as err:
         raise ConfigError(omegaconf_error_line(err)) from None
     OmegaConf.set_readonly(typed, True)

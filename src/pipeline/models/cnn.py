@@ -2,6 +2,9 @@
 
 `padding="valid"` and `hidden=None` give the Keras recipe of the project's seed (conv, ReLU,
 pool, flatten, one dense layer); the defaults add padding, batch norm and a hidden dense layer.
+`downsample="stride"` halves the image with a stride-2 convolution instead of a convolution at
+full size and a max pool: a quarter of the convolutions' work and no pooling pass, the design of
+the cheap students that compression distils (`compression.student_model`).
 """
 
 from __future__ import annotations
@@ -24,19 +27,26 @@ class CNN(nn.Module):
         dropout: float,
         batch_norm: bool,
         channels_last: bool,
+        downsample: str = "pool",
     ) -> None:
         super().__init__()
         self.channels_last = channels_last
         in_channels, height, width = input_shape
         blocks: list[nn.Module] = []
+        if downsample not in ("pool", "stride"):
+            raise ValueError(f"downsample must be 'pool' or 'stride', got {downsample!r}")
         pad = kernel_size // 2 if padding == "same" else 0  # an int: quantized and exported convs take no "same"
-        shrink = kernel_size - 1 - 2 * pad  # pixels a convolution loses per axis
+        stride = 2 if downsample == "stride" else 1
         for out_channels in channels:
-            blocks.append(nn.Conv2d(in_channels, out_channels, kernel_size, padding=pad, bias=not batch_norm))
+            conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding=pad, bias=not batch_norm)
+            blocks.append(conv)
             if batch_norm:
                 blocks.append(nn.BatchNorm2d(out_channels))
-            blocks += [nn.ReLU(inplace=True), nn.MaxPool2d(2)]
-            in_channels, height, width = out_channels, (height - shrink) // 2, (width - shrink) // 2
+            blocks.append(nn.ReLU(inplace=True))
+            if stride == 1:
+                blocks.append(nn.MaxPool2d(2))
+            height, width = (_halved(size, kernel_size, pad, stride) for size in (height, width))
+            in_channels = out_channels
             if height <= 0 or width <= 0:
                 raise ValueError(f"{len(channels)} conv blocks shrink a {tuple(input_shape)} image to nothing")
         self.features = nn.Sequential(*blocks)
@@ -50,3 +60,9 @@ class CNN(nn.Module):
         if self.channels_last:  # oneDNN's NHWC kernels: ~1.3x faster training, 2x inference here
             images = images.contiguous(memory_format=torch.channels_last)
         return self.head(self.features(images))
+
+
+def _halved(size: int, kernel_size: int, pad: int, stride: int) -> int:
+    """An image side after one block: the convolution's output (PyTorch's formula), then the pool's where stride is 1."""
+    convolved = (size + 2 * pad - kernel_size) // stride + 1
+    return convolved // 2 if stride == 1 else convolved

@@ -44,6 +44,7 @@ def settings_from(cfg: DictConfig) -> Settings:
             compression.distill_temperature,
             compression.distill_weight,
             compression.slim_epochs,
+            OmegaConf.to_container(compression.student_model, resolve=True),
         ),
         calibration_batches=compression.calibration_batches,
         latency_repeats=compression.latency_repeats,
