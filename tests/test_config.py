@@ -142,6 +142,8 @@ def test_a_stored_runs_override_that_cannot_be_read_is_one_line_naming_it(overri
     assert validate(stored_config(stored, ["seed=3", "data.batch_size=64"])).data.batch_size == 64
     odd_folder = "/tmp/runs (old) & new"  # a store's path as the commands add it: Hydra's grammar would refuse it
     assert stored_config(stored, [f"paths.output_root={odd_folder}"]).paths.output_root == odd_folder
+    added = stored_config(stored, ["+compression.student_model.CNN.kernel_size=5", "++tags.note=x"])  # as in training
+    assert added.compression.student_model.CNN == {"downsample": "stride", "kernel_size": 5} and added.tags.note == "x"
 
 
 def test_a_model_target_in_the_optimizer_section_is_refused() -> None:

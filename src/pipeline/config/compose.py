@@ -173,9 +173,10 @@ def stored_config(config_yaml: str, overrides: Sequence[str]) -> DictConfig:
 
 
 def _dotted_value(override: str) -> DictConfig:
-    """`key=value` as a config; a value YAML cannot read is one line naming the override."""
+    """`key=value` as a config; a value YAML cannot read is one line naming the override. Hydra's `+key=`
+    and `++key=` (add a key) read as `key=`: a stored config is plain data, where setting a key adds it."""
     try:
-        return OmegaConf.from_dotlist([override])
+        return OmegaConf.from_dotlist([override.removeprefix("++").removeprefix("+")])
     except yaml.YAMLError as err:
         problem = getattr(err, "problem", None) or first_line(str(err))
         raise ConfigError(f"{override}: not a value YAML can read ({problem})") from None
