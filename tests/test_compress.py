@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +18,7 @@ from packaging.requirements import Requirement
 from scipy.stats import binomtest
 from torch import nn
 
-from conftest import COMMAND_TIMEOUT_S, run_training
+from conftest import COMMAND_TIMEOUT_S, cli_env, run_training
 from pipeline.cli.compress import main as compression_main
 from pipeline.cli.rerun import main as rerun_main
 from pipeline.compress.build import Distillation, Settings, build_variants
@@ -33,6 +34,7 @@ from pipeline.evaluation import mcnemar_p
 from pipeline.models.build import build_model
 from pipeline.workflows.compress import compress_stored_run
 
+COMPRESS = [sys.executable, "-m", "pipeline.cli.compress"]
 EVERY_FAMILY = {
     "fp32",
     "fp16",
@@ -200,6 +202,47 @@ def environment_of(requirements: list[str], site: Path) -> Path:
                 link.parent.mkdir(parents=True, exist_ok=True)
                 link.symlink_to(root.joinpath(*top))
     return site
+
+
+@pytest.mark.slow
+def test_a_stopped_compression_leaves_the_run_finished_and_can_start_again(
+    tiny: list[str], store: MlflowClient
+) -> None:
+    """Compression adds to a FINISHED run: stopped half way (SIGTERM while the student trains), the run keeps its
+    status (its training stands) and a tag says why its compression did not finish; a second try clears it."""
+    result = run_training([*tiny, "compression=none"])
+    store_uri = f"tracking.uri={result.tracking_uri}"
+    slow_student = ["compression=quick", "compression.variants=[fp16,distilled]", "compression.distill_epochs=10000"]
+    compressing = subprocess.Popen(
+        [*COMPRESS, result.run_id, store_uri, *slow_student],
+        env=cli_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        log = []
+        for line in compressing.stderr:  # one line per variant built: after fp16's, the student trains
+            log.append(line)
+            if "compress: build 1/2 fp16" in line:
+                compressing.send_signal(signal.SIGTERM)
+                break
+        log += compressing.communicate(timeout=120)[1].splitlines(keepends=True)
+    finally:
+        compressing.kill()
+    assert compressing.returncode == 128 + signal.SIGTERM, "".join(log)[-3000:]
+    assert log[-1].strip() == (
+        f"stopped: received SIGTERM; run {result.run_id} stays FINISHED, tagged compression.failure_reason; "
+        f"pipeline-compress {result.run_id} starts again"
+    )
+    run = store.get_run(result.run_id)
+    assert run.info.status == "FINISHED" and "failure_reason" not in run.data.tags
+    assert run.data.tags["compression.failure_reason"] == "interrupted by SIGTERM"
+
+    compress_stored_run(result.run_id, ["compression=quick", "compression.variants=[fp16]", store_uri])
+    run = store.get_run(result.run_id)
+    assert run.info.status == "FINISHED" and "compression.failure_reason" not in run.data.tags
+    assert "compress/fp16/test_acc" in run.data.metrics
 
 
 @pytest.mark.slow

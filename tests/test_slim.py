@@ -138,7 +138,7 @@ def test_the_cnn_student_halves_the_image_with_strided_convolutions_and_no_pooli
     assert by_name["distilled_int8"].recipe == "static"
     assert by_name["distilled_int8"].model_section == by_name["distilled"].model_section
     images = splits.test.images
-    agreement = (by_name["distilled_int8"].predict(images).argmax(1) == by_name["distilled"].predict(images).argmax(1))
+    agreement = by_name["distilled_int8"].predict(images).argmax(1) == by_name["distilled"].predict(images).argmax(1)
     assert agreement.float().mean() > 0.9
 
 

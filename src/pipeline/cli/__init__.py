@@ -5,6 +5,7 @@ OmegaConf, so a bad override is one line before torch, Lightning or MLflow is im
 hands over to pipeline.workflows, which does the work.
 """
 
+import logging
 import os
 import sys
 
@@ -18,3 +19,15 @@ def import_user_code_from_here() -> None:
     here = os.getcwd()
     if here not in sys.path:
         sys.path.append(here)
+
+
+def log_to_stderr() -> None:
+    """The `pipeline` logger's lines on stderr, as `pipeline-train` prints them (time, level, message): the
+    progress of a long step (compression's build and evaluation, one line per variant) outside a terminal too."""
+    logger = logging.getLogger("pipeline")
+    if any(isinstance(handler, logging.StreamHandler) for handler in logger.handlers):
+        return  # called before in this process
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)

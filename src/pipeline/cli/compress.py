@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from pipeline.cli import import_user_code_from_here
+from pipeline.cli import import_user_code_from_here, log_to_stderr
 from pipeline.cli.arguments import overrides_of, stored_run_parser
-from pipeline.cli.teardown import bad_input_exits, quick_exit
+from pipeline.cli.teardown import bad_input_exits, quick_exit, stop_signals_exit
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -16,7 +16,10 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_intermixed_args(argv)
     import_user_code_from_here()
-    with quick_exit(), bad_input_exits():
+    log_to_stderr()
+    run_id = args.run_id
+    stopped = f"run {run_id} stays FINISHED, tagged compression.failure_reason; pipeline-compress {run_id} starts again"
+    with quick_exit(), bad_input_exits(), stop_signals_exit(stopped):
         from pipeline.workflows.compress import compress_stored_run  # torch, MLflow: once the command line parsed
 
         compress_stored_run(args.run_id, overrides_of(args))

@@ -10,11 +10,13 @@ atexit handler, flush and finalizer runs as usual.
 from __future__ import annotations
 
 import gc
+import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, RunInterrupted
+from pipeline.interrupts import received_signal
 
 
 @contextmanager
@@ -35,3 +37,18 @@ def bad_input_exits() -> Iterator[None]:
     except PipelineError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+@contextmanager
+def stop_signals_exit(consequence: str) -> Iterator[None]:
+    """A stop signal (seen inside `signals_raise`) ends the command with one line saying ``consequence``, what
+    became of the run, and the shell's code for that signal (128 + its number), not a traceback."""
+    try:
+        yield
+    except (RunInterrupted, KeyboardInterrupt, SystemExit):
+        # Lightning ends a loop on SIGTERM with its own SystemExit (code 0) and on Ctrl-C with SystemExit(1)
+        stop = received_signal()
+        if stop is None:
+            raise
+        print(f"stopped: received {stop}; {consequence}", file=sys.stderr)
+        raise SystemExit(128 + signal.Signals[stop].value) from None

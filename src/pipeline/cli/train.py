@@ -6,7 +6,6 @@ continues a killed run from its last checkpoint, in the same MLflow run.
 
 from __future__ import annotations
 
-import signal
 import sys
 from typing import TYPE_CHECKING
 
@@ -16,13 +15,12 @@ from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from pipeline.cli import import_user_code_from_here
-from pipeline.cli.teardown import quick_exit
+from pipeline.cli.teardown import quick_exit, stop_signals_exit
 from pipeline.config import CONF_DIR
 from pipeline.config.compose import compose_config, sweep_combinations
 from pipeline.config.targets import trust_composed_targets
 from pipeline.distributed import launched_rank
-from pipeline.errors import ConfigError, PipelineError, RunInterrupted, disk_full
-from pipeline.interrupts import received_signal
+from pipeline.errors import ConfigError, PipelineError, disk_full
 from pipeline.rendering import start_worker
 from pipeline.sweeps.parent_run import parent_run_id
 from pipeline.sweeps.trial import current_trial
@@ -99,23 +97,14 @@ def run_job(cfg: DictConfig) -> TrainResult | None:
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 def _hydra_entry(cfg: DictConfig) -> float:
     try:
-        result = run_job(cfg)
+        with stop_signals_exit("the run is marked KILLED and can be resumed with resume=<run id>"):
+            result = run_job(cfg)
     except PipelineError as err:
         return report_failure(err)
     except OSError as err:  # a checkpoint or an artifact that found the disk full
         if (full := disk_full(err, cfg.paths.output_root)) is None:
             raise
         return report_failure(full)
-    except (RunInterrupted, SystemExit):
-        # Lightning ends a loop on SIGTERM with its own SystemExit (code 0) and on Ctrl-C with SystemExit(1)
-        stop = received_signal()
-        if stop is None:
-            raise
-        print(
-            f"stopped: received {stop}; the run is marked KILLED and can be resumed with resume=<run id>",
-            file=sys.stderr,
-        )
-        raise SystemExit(128 + signal.Signals[stop].value) from None
     if result is None:  # a DDP rank other than the first: rank 0 reports
         return float("nan")
     print_summary(result, cfg.paths.output_root if cfg.tags.get("debug") == "fast" else None)

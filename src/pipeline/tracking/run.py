@@ -4,7 +4,9 @@ Every fluent ``mlflow.*`` call made while the run is open lands in it (no stray 
 Leaving the block marks it FINISHED, FAILED (an exception; the reason is tagged) or
 KILLED (SIGINT / SIGTERM); it is never left RUNNING. A reopened run (resume) writes nothing
 twice (see `pipeline.tracking.ledger`) and loses the failure reason of its earlier end once
-it finishes.
+it finishes. A FINISHED run reopened to add to it (compression of a stored run, a sweep's
+best trial) stays FINISHED whatever happens to the addition: its training stands, and
+`<addition>.failure_reason` says why the addition did not finish.
 """
 
 from __future__ import annotations
@@ -94,10 +96,13 @@ class TrackedRun:
         run_name: str | None,
         tags: dict[str, str],
         resume_run_id: str | None = None,
+        addition: str | None = None,
     ) -> None:
-        """``resume_run_id`` reopens that run (its status goes back to RUNNING) instead of starting one."""
+        """``resume_run_id`` reopens that run (its status goes back to RUNNING) instead of starting one;
+        ``addition`` names what is added to that FINISHED run (a tag prefix): the run ends FINISHED even if it fails."""
         self.uri, self.experiment, self.output_root = uri, experiment, output_root
         self.run_name, self.tags, self.resume_run_id = run_name, tags, resume_run_id
+        self.addition = addition
         self.client: MlflowClient | None = None
         self.run_id = resume_run_id or ""
         self.experiment_id = ""
@@ -142,18 +147,19 @@ class TrackedRun:
 
     def _end(self, exc: BaseException | None) -> None:
         stop_signal = received_signal()
+        reason_tag = f"{self.addition}.failure_reason" if self.addition else "failure_reason"
         if exc is None:
             status = "FINISHED"
-            if self.ledger is not None and self.ledger.reopened and "failure_reason" in self._tags():
-                self.client.delete_tag(self.run_id, "failure_reason")  # the earlier end's reason no longer holds
+            if self.ledger is not None and self.ledger.reopened and reason_tag in self._tags():
+                self.client.delete_tag(self.run_id, reason_tag)  # the earlier end's reason no longer holds
         elif stop_signal or isinstance(exc, (KeyboardInterrupt, RunInterrupted)):
             status = "KILLED"
-            mlflow.set_tag("failure_reason", f"interrupted by {stop_signal or 'SIGINT'}")
+            mlflow.set_tag(reason_tag, f"interrupted by {stop_signal or 'SIGINT'}")
         else:
             status = "FAILED"
-            mlflow.set_tag("failure_reason", f"{type(exc).__name__}: {first_line(str(exc))}"[:5000])
+            mlflow.set_tag(reason_tag, f"{type(exc).__name__}: {first_line(str(exc))}"[:5000])
         self._log_log_files()
-        mlflow.end_run(status=status)
+        mlflow.end_run(status="FINISHED" if self.addition else status)
 
     @property
     def spool(self) -> MetricSpool | None:

@@ -21,6 +21,7 @@ from pipeline.config.validation import validate
 from pipeline.data.build import load_data
 from pipeline.data.splits import ImageSplits
 from pipeline.errors import TrackingError
+from pipeline.interrupts import signals_raise
 from pipeline.models.build import build_model
 from pipeline.run_summary import run_title
 from pipeline.tracking.compressed_models import format_table, log_report, variant_rows
@@ -123,11 +124,16 @@ def load_stored_model(run_id: str, overrides: list[str]) -> tuple[DictConfig, to
 
 
 def compress_stored_run(run_id: str, overrides: list[str]) -> Report:
-    """Compress a stored run's best model and log the variants into that run (reopened, then FINISHED again)."""
+    """Compress a stored run's best model and log the variants into that run (reopened, then FINISHED again,
+    also when compression fails or is stopped: `compression.failure_reason` says why, and it can be run again)."""
     cfg, model, splits = load_stored_model(run_id, overrides)
-    with TrackedRun(
-        cfg.tracking.uri, cfg.tracking.experiment, Path(cfg.paths.output_root), cfg.run_name, {}, resume_run_id=run_id
-    ) as run:
+    output_root = Path(cfg.paths.output_root)
+    with (
+        signals_raise(),
+        TrackedRun(
+            cfg.tracking.uri, cfg.tracking.experiment, output_root, cfg.run_name, {}, run_id, addition="compression"
+        ) as run,
+    ):
         report = compress_and_log(cfg, model, splits, original_uri=None)
         run.describe(run_title(cfg), variant_rows(report))
         return report

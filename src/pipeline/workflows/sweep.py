@@ -46,7 +46,7 @@ def finish_best_trial(uri: str, output_root: Path, run_id: str, deferred: list[s
     from pipeline.workflows.compress import compress_and_log, load_stored_model
 
     cfg, model, splits = load_stored_model(run_id, [f"tracking.uri={uri}", f"paths.output_root={output_root}"])
-    with TrackedRun(uri, cfg.tracking.experiment, output_root, cfg.run_name, {}, resume_run_id=run_id) as run:
+    with TrackedRun(uri, cfg.tracking.experiment, output_root, cfg.run_name, {}, run_id, "sweep.best_trial") as run:
         log.info("best trial %s: logging what its sweep deferred (%s)", run_id, ", ".join(deferred))
         if "misclassified" in deferred:
             test = splits.test
