@@ -22,10 +22,11 @@
    points) a run of 1,000 against 100,000 steps. Each printed with its ratio.
 
 The pipeline side trains in each `--precision` (e.g. 32-true bf16-mixed), torch.compile'd with
-`--compile`; the bare loop stays eager fp32, so the ratio says what that buys on this machine (its
-CPU and features are printed first). `--device cuda` runs the throughput comparison on a GPU (the
-pipeline with `trainer=gpu`, its defaults otherwise); `--sections` runs some of the five;
-`--json PATH` also writes every number.
+`--compile`; its first ratio is against the bare loop in eager fp32, so it says what that buys on
+this machine (its CPU and features are printed first), and a mixed precision gets a second bare
+loop in the same autocast, so its second ratio says what the pipeline itself costs there.
+`--device cuda` runs the throughput comparison on a GPU (the pipeline with `trainer=gpu`, its
+defaults otherwise); `--sections` runs some of the five; `--json PATH` also writes every number.
 
 Usage: .venv/bin/python scripts/bench.py [--rounds 3] [--epochs 3] [--precision 32-true [bf16-mixed]]
        [--compile] [--device cpu|cuda] [--sections throughput phases logging sweep scale] [--quick]
@@ -74,11 +75,16 @@ def synchronize(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def bare_loop_samples_per_s(overrides: list[str], device: str) -> float:
+AUTOCAST_DTYPES = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}  # Lightning's mixed precisions
+
+
+def bare_loop_samples_per_s(overrides: list[str], device: str, precision: str = "32-true") -> float:
     """Train with nothing but torch; samples/s from the end of the first step to the end of the last validation.
 
-    Batches are cut from CPU tensors and copied to ``device``, as the pipeline's data module serves them.
+    Batches are cut from CPU tensors and copied to ``device``, as the pipeline's data module serves them;
+    a mixed ``precision`` runs forward passes and the loss under `torch.autocast`, as Lightning's does.
     """
+    dtype = AUTOCAST_DTYPES.get(precision)
     cfg = compose_config(overrides)
     torch.manual_seed(cfg.seed)
     splits = safe_instantiate(cfg.data, "data", shuffle_seed=cfg.seed).splits
@@ -91,7 +97,8 @@ def bare_loop_samples_per_s(overrides: list[str], device: str) -> float:
         order = torch.randperm(len(labels))
         for first in range(0, len(labels), batch):
             index = order[first : first + batch]
-            loss = F.cross_entropy(model(images[index].to(device)), labels[index].to(device))
+            with torch.autocast(device, dtype=dtype, enabled=dtype is not None):
+                loss = F.cross_entropy(model(images[index].to(device)), labels[index].to(device))
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -101,7 +108,7 @@ def bare_loop_samples_per_s(overrides: list[str], device: str) -> float:
             else:
                 samples += len(index)
         model.eval()
-        with torch.no_grad():
+        with torch.no_grad(), torch.autocast(device, dtype=dtype, enabled=dtype is not None):
             for first in range(0, len(splits.val), cfg.data.eval_batch_size):
                 model(splits.val.images[first : first + cfg.data.eval_batch_size].to(device)).argmax(dim=1)
     synchronize(device)
@@ -129,6 +136,10 @@ def spread(values: list[float]) -> str:
     return f"{statistics.median(values):8.1f}  ({min(values):.1f}-{max(values):.1f})"
 
 
+def ratio_spread(ratios: list[float]) -> str:
+    return f"{statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f})"
+
+
 def bench_throughput(
     models: list[str],
     data: list[str],
@@ -143,7 +154,10 @@ def bench_throughput(
     print(
         f"\n## Training throughput on {device} ({threads}): samples/s, median (min-max) of {rounds} alternated rounds"
     )
-    print(f"{'model':12} {'bare loop (fp32)':>26} {'pipeline':>36} {'ratio':>22}")
+    print(
+        f"{'model':12} {'bare loop (fp32)':>26} {'pipeline':>36} {'ratio':>22}"
+        f" {'bare loop, same autocast':>26} {'ratio':>22}"
+    )
     summary: dict[str, object] = {"device": device, "compiled": compiled}
     for model in models:
         overrides = [
@@ -157,6 +171,9 @@ def bench_throughput(
         bare: list[float] = []
         piped: dict[str, list[float]] = {precision: [] for precision in precisions}
         ratios: dict[str, list[float]] = {precision: [] for precision in precisions}
+        mixed = [precision for precision in precisions if precision in AUTOCAST_DTYPES]
+        bare_mixed: dict[str, list[float]] = {precision: [] for precision in mixed}  # the same autocast
+        mixed_ratios: dict[str, list[float]] = {precision: [] for precision in mixed}
         placement = ["trainer=gpu"] if device == "cuda" else []
         for round_index in range(rounds):
             bare_first = round_index % 2 == 0  # alternate which goes first
@@ -173,13 +190,29 @@ def bench_throughput(
                 piped[precision].append(pipeline_samples_per_s(piped_overrides, folder))
             if not bare_first:
                 bare.append(bare_loop_samples_per_s(overrides, device))
+            for precision in mixed:
+                bare_mixed[precision].append(bare_loop_samples_per_s(overrides, device, precision))
+                mixed_ratios[precision].append(piped[precision][-1] / bare_mixed[precision][-1])
             for precision in precisions:
                 ratios[precision].append(piped[precision][-1] / bare[-1])
         for precision in precisions:
             label = f"{precision}{', compiled' if compiled else ''}"
-            ratio = f"{statistics.median(ratios[precision]):.2f} ({min(ratios[precision]):.2f}-{max(ratios[precision]):.2f})"
-            print(f"{model:12} {spread(bare):>26} {label + ' ' + spread(piped[precision]):>36} {ratio:>22}")
-        summary[model] = {"bare_samples_per_s": bare, "pipeline_samples_per_s": piped, "ratios": ratios}
+            same = (
+                f"{spread(bare_mixed[precision]):>26} {ratio_spread(mixed_ratios[precision]):>22}"
+                if precision in mixed
+                else f"{'(the fp32 loop)':>26} {'':>22}"
+            )
+            print(
+                f"{model:12} {spread(bare):>26} {label + ' ' + spread(piped[precision]):>36}"
+                f" {ratio_spread(ratios[precision]):>22} {same}"
+            )
+        summary[model] = {
+            "bare_samples_per_s": bare,
+            "pipeline_samples_per_s": piped,
+            "ratios": ratios,
+            "bare_autocast_samples_per_s": bare_mixed,
+            "ratios_to_bare_autocast": mixed_ratios,
+        }
     return summary
 
 

@@ -57,4 +57,10 @@ def test_quick_benchmark_prints_every_section_and_the_cpu_it_ran_on(tmp_path: Pa
     throughput = done.stdout.split("## Training throughput")[1].split("##")[0]
     rows = [line.split() for line in throughput.splitlines() if line.startswith("cnn")]
     assert [(row[0], row[3]) for row in rows] == [("cnn", "32-true"), ("cnn", "bf16-mixed")]  # against one bare loop
+    assert " ".join(rows[0][-3:]) == "(the fp32 loop)" and len(rows[1]) == 12  # bf16 also against a bare bf16 loop
+    cnn = summary["throughput"]["cnn"]
+    assert (
+        set(cnn["ratios_to_bare_autocast"]) == {"bf16-mixed"}
+        and cnn["bare_autocast_samples_per_s"]["bf16-mixed"][0] > 0
+    )
     assert "# CPU: " in done.stdout and "features: " in done.stdout  # what the numbers were measured on
