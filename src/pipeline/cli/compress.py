@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> None:
     with quick_exit(), bad_input_exits(), stop_signals_exit(stopped):
         from pipeline.workflows.compress import compress_stored_run  # torch, MLflow: once the command line parsed
 
-        compress_stored_run(args.run_id, overrides_of(args))
+        compress_stored_run(run_id, overrides_of(args))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sized
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -184,6 +184,12 @@ def build_variants(
         variants.extend(made if isinstance(made, list) else [made])
         return made
 
+    def built(kind: str, sources: Sized, source: str) -> bool:
+        """Whether ``kind``'s ``source`` variants were built earlier; if not, ``kind`` is skipped saying so."""
+        if not sources:
+            skipped[kind] = f"{kind}: needs a built '{source}' variant earlier in compression.variants"
+        return bool(sources)
+
     for kind in progress(settings.variants, "compress: build"):
         if kind == "fp16":
             attempt(kind, lambda: half(model, torch.float16, workdir, example))
@@ -202,8 +208,7 @@ def build_variants(
                 )
                 slim += [made] if made else []
         elif kind in ("slim_int8", "slim_onnx"):
-            if not slim:
-                skipped[kind] = f"{kind}: needs a built 'slim' variant earlier in compression.variants"
+            if not built(kind, slim, "slim"):
                 continue
             slimmest = max(slim, key=lambda variant: int(variant.name.removeprefix("slim")))
             if kind == "slim_int8":
@@ -213,20 +218,16 @@ def build_variants(
         elif kind == "distilled":
             students = attempt(kind, partial(student_variants, teacher, splits, settings, build, workdir)) or []
         elif kind == "distilled_int8":
-            if not students:
-                skipped[kind] = f"{kind}: needs a built 'distilled' variant earlier in compression.variants"
-                continue
-            attempt(kind, partial(int8_on_top, students[0], calibration, workdir))
+            if built(kind, students, "distilled"):
+                attempt(kind, partial(int8_on_top, students[0], calibration, workdir))
         elif kind == "int8_static":
             attempt(kind, lambda: int8_static(model, calibration, workdir))
         elif kind == "int8_dynamic":
             attempt(kind, lambda: int8_dynamic(model, workdir))
         elif kind == "pruned_int8":
-            if not pruned:
-                skipped[kind] = "pruned_int8: needs 'pruned' earlier in compression.variants"
-                continue
-            sparsest = max(pruned, key=lambda key: int(key.removeprefix("pruned")))
-            attempt(kind, partial(int8_on_top, pruned[sparsest], calibration, workdir))
+            if built(kind, pruned, "pruned"):
+                sparsest = max(pruned, key=lambda key: int(key.removeprefix("pruned")))
+                attempt(kind, partial(int8_on_top, pruned[sparsest], calibration, workdir))
         elif kind == "onnx":
             attempt(
                 kind,
