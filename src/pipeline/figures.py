@@ -6,14 +6,15 @@ Plain matplotlib (Agg backend), no MLflow: `pipeline.tracking.run` logs what the
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from matplotlib.figure import Figure
+
+from pipeline.plotting import pyplot
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 History = Sequence[tuple[int, float]]  # (step, value)
 # per curve: a 100,000-step history is drawn as 1,000 buckets (mean, and a min-max band) in the time of a short one
@@ -49,7 +50,7 @@ def learning_curves(histories: Mapping[str, History]) -> Figure:
     A curve of more than MAX_DRAWN_POINTS points is drawn as the means of BUCKETS runs of steps with
     their min-max band: the same picture, without drawing (and storing in the PNG's time) every step.
     """
-    figure, (loss_axis, acc_axis) = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
+    figure, (loss_axis, acc_axis) = pyplot().subplots(1, 2, figsize=(11, 4), constrained_layout=True)
     for axis, metric, title in ((loss_axis, "loss", "Cross-entropy loss"), (acc_axis, "acc", "Accuracy")):
         for stage, style in (("train", {"alpha": 0.5, "linewidth": 1}), ("val", {"marker": "o", "linewidth": 2})):
             points = histories.get(f"{stage}/{metric}", [])
@@ -80,7 +81,7 @@ def confusion_matrix(labels: torch.Tensor, predicted: torch.Tensor, class_names:
     classes = len(class_names)
     counts = confusion_counts(labels, predicted, classes)
     size = max(5.0, 0.55 * classes + 2)
-    figure, axis = plt.subplots(figsize=(size + 1, size), constrained_layout=True)
+    figure, axis = pyplot().subplots(figsize=(size + 1, size), constrained_layout=True)
     image = axis.imshow(counts, cmap="Blues")
     figure.colorbar(image, ax=axis, shrink=0.8, label="test images")
     axis.set_xticks(range(classes), class_names, rotation=45 if max(map(len, class_names)) > 2 else 0, ha="right")
@@ -107,7 +108,7 @@ def misclassified(
     rows = max(1, -(-len(wrong) // columns))
     # a fixed grid: constrained layout measured every title of the 25 panels again and again (2 s of a run)
     height = 2.4 * rows + 0.8
-    figure, axes = plt.subplots(rows, columns, figsize=(2.2 * columns, height), squeeze=False)
+    figure, axes = pyplot().subplots(rows, columns, figsize=(2.2 * columns, height), squeeze=False)
     figure.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=1 - 1.0 / height, hspace=0.45, wspace=0.1)
     for axis in axes.flat:
         axis.axis("off")
@@ -124,7 +125,9 @@ def misclassified(
 
 def objective_by_parameter(points: Mapping[str, Sequence[tuple[float | str, float]]], objective: str) -> Figure:
     """One panel per swept parameter: the objective of each trial against that parameter's value."""
-    figure, axes = plt.subplots(1, len(points), figsize=(4.5 * len(points), 4), constrained_layout=True, squeeze=False)
+    figure, axes = pyplot().subplots(
+        1, len(points), figsize=(4.5 * len(points), 4), constrained_layout=True, squeeze=False
+    )
     for axis, (parameter, trials) in zip(axes[0], points.items(), strict=True):
         values = [value for value, _ in trials]
         numeric = all(isinstance(value, float) for value in values)

@@ -1,15 +1,17 @@
-"""torchmetrics without the torchvision and scipy.signal it imports for metrics this pipeline never uses.
+"""torchmetrics without the torchvision, scipy.signal and matplotlib it imports for features this pipeline never uses.
 
 Lightning imports torchmetrics, and torchmetrics' own import loads torchvision (for its image
 metrics: LPIPS, ARNIQA, detection IoUs) and scipy.signal (for audio metrics, and to patch a
 window function for SRMRpy) whenever they are installed: 2 to 2.5 s of every process's start
 on the 2-core machines here, more than the rest of Lightning (docs/dependencies.md, "Start-up
-and exit"). The pipeline only needs torchmetrics' aggregation and classification metrics.
+and exit"); and matplotlib's pyplot for its metrics' `.plot()` (0.3-0.6 s). The pipeline only
+needs torchmetrics' aggregation and classification metrics, and draws its figures with its own
+modules (`pipeline.plotting`), mostly in another process.
 
 So, while torchmetrics itself is imported (and only then), its availability checks report
-torchvision and scipy as absent: torchmetrics takes its own "not installed" path for those
-metrics. Both stay fully importable afterwards (the pipeline's augmentation and MNIST download
-use torchvision). `install()` runs when the package `pipeline` is imported; set
+torchvision, scipy and matplotlib as absent: torchmetrics takes its own "not installed" path for
+those features. All stay fully importable afterwards (the pipeline's augmentation and MNIST
+download use torchvision, its figures matplotlib). `install()` runs when the package `pipeline` is imported; set
 `PIPELINE_FULL_TORCHMETRICS=1` to import torchmetrics whole (a custom task with an image metric).
 Everything here touches lightning_utilities' private checks: tests/test_lean_imports.py fails
 loudly on an upgrade that changes them.
@@ -27,7 +29,7 @@ from contextlib import contextmanager
 from types import ModuleType
 from typing import Any
 
-HIDDEN = frozenset({"torchvision", "scipy"})  # for torchmetrics' import only
+HIDDEN = frozenset({"torchvision", "scipy", "matplotlib"})  # for torchmetrics' import only
 FULL_IMPORT_ENV = "PIPELINE_FULL_TORCHMETRICS"
 
 

@@ -43,14 +43,14 @@ class WorkerGone(Exception):
 
 def _draw_into(payload: bytes, path: str) -> None:
     """Draw the pickled (function, arguments) and save it as PNG at ``path``."""
-    import matplotlib.pyplot as plt
+    from pipeline.plotting import pyplot
 
     draw, args = pickle.loads(payload)
     figure = draw(*args)
     try:
         figure.savefig(path)
     finally:
-        plt.close(figure)
+        pyplot().close(figure)
 
 
 class _Worker:
@@ -213,13 +213,11 @@ def _serve(reply_fd: int, parent_pid: int) -> None:
     """The worker: draw each job read from stdin, answer on ``reply_fd``; exit when stdin closes."""
     _die_with(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot
-
     import pipeline.figures
     import pipeline.interpret.figures  # noqa: F401
+    from pipeline.plotting import pyplot
+
+    pyplot()  # imported before the first job, not during it
 
     gc.collect()
     gc.freeze()  # what is imported stays: the exit need not collect it

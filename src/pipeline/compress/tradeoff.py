@@ -14,15 +14,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 from matplotlib.transforms import Bbox
+
+from pipeline.plotting import pyplot
 
 LOOKS_ELSEWHERE = 0.95  # attribution agreement with fp32 below which a label says so
 # label positions tried around a point, in points: beside it first, then ever further above and below it;
@@ -135,7 +133,7 @@ def _draw_panel(axis: Axes, rows: list[dict[str, Any]], panel: Panel) -> None:
 
 def tradeoff_figure(rows: list[dict[str, Any]]) -> Figure:
     """Two panels from `variant_rows` (fp32 first): accuracy against size and against latency."""
-    figure, axes = plt.subplots(1, 2, figsize=(13, 5.6), layout="constrained")
+    figure, axes = pyplot().subplots(1, 2, figsize=(13, 5.6), layout="constrained")
     for axis, panel in zip(axes, PANELS, strict=True):
         _draw_panel(axis, rows, panel)
     legend = [

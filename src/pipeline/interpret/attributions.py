@@ -9,6 +9,8 @@ output as the map predicts) and sensitivity (does the map hold still under tiny 
 A model without gradients (int8, ONNX) is explained by Occlusion alone: it needs forward passes only.
 
 Plain torch and Captum, no MLflow. The baseline is a black image: the background of digits.
+Captum is imported where a method runs: `captum.attr` imports matplotlib's pyplot (~0.4 s), which
+a run's process otherwise never needs before its training ends.
 """
 
 from __future__ import annotations
@@ -19,8 +21,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from captum.attr import IntegratedGradients, Occlusion, Saliency
-from captum.metrics import infidelity, sensitivity_max
 
 from pipeline.data.splits import Split
 
@@ -75,6 +75,8 @@ def choose(labels: torch.Tensor, predicted: torch.Tensor, classes: int, settings
 def _integrated_gradients(
     model: Forward, images: torch.Tensor, targets: torch.Tensor, steps: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
+    from captum.attr import IntegratedGradients
+
     if not len(images):
         return torch.zeros_like(images), torch.zeros(0)
     method = IntegratedGradients(model)
@@ -90,6 +92,8 @@ def _integrated_gradients(
 
 def occlusion(forward: Forward, images: torch.Tensor, targets: torch.Tensor, window: int, stride: int) -> torch.Tensor:
     """K x C x H x W: how much blanking each square patch (every channel) lowers the target logit; forward passes only."""
+    from captum.attr import Occlusion
+
     if not len(images):
         return torch.zeros_like(images)
     channels = images.shape[1]
@@ -141,6 +145,9 @@ def explain(
 def _explain(
     model: Forward, test: Split, predicted: torch.Tensor, classes: int, settings: Settings, gradients: bool
 ) -> Attributions:
+    from captum.attr import Saliency
+    from captum.metrics import sensitivity_max
+
     shown, wrong, averaged = choose(test.labels, predicted, classes, settings)
     examples = Examples(test.images[shown], test.labels[shown], predicted[shown])
     mistakes = Examples(test.images[wrong], test.labels[wrong], predicted[wrong])
@@ -195,6 +202,8 @@ def infidelities(
     model: Forward, examples: Examples, maps: dict[str, torch.Tensor], perturbations: int
 ) -> dict[str, float]:
     """Captum's infidelity of each method's maps (short name -> mean): forward passes only."""
+    from captum.metrics import infidelity
+
     perturb = _noise(0.02)
     return {
         SHORT_NAMES[method]: float(

@@ -9,20 +9,19 @@ a second instead of seconds.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from matplotlib.axes import Axes
-from matplotlib.figure import Figure
 
 from pipeline.interpret.attributions import Attributions, Examples
+from pipeline.plotting import pyplot
 
-DIVERGING = matplotlib.colormaps["RdBu_r"].with_extremes(bad="white")
-GRAY = matplotlib.colormaps["gray"].with_extremes(bad="white")
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.colors import Colormap
+    from matplotlib.figure import Figure
+
 GAP = 3  # pixels between tiles
 COLUMNS = 10  # tiles per row at most
 SHORT = {"Integrated Gradients": "IG", "Occlusion": "Occlusion"}  # row labels of a method
@@ -49,7 +48,7 @@ def strip(tiles: np.ndarray) -> np.ndarray:
     return np.concatenate(parts, axis=1)
 
 
-def _row(axis: Axes, tiles: np.ndarray, label: str, cmap: matplotlib.colors.Colormap, signed: bool) -> object:
+def _row(axis: Axes, tiles: np.ndarray, label: str, cmap: Colormap, signed: bool) -> object:
     limits = {"vmin": -1, "vmax": 1} if signed else {"vmin": 0, "vmax": 1}
     shown = axis.imshow(strip(tiles), cmap=cmap, interpolation="nearest", **limits)
     axis.set_yticks([])
@@ -72,6 +71,8 @@ def grid(rows: Sequence[tuple[str, np.ndarray, bool]], labels: Sequence[str], ti
     blocks = [range(start, min(start + COLUMNS, count)) for start in range(0, count, COLUMNS)] or [range(0)]
     axes_count = len(blocks) * len(rows)
     width = min(count, COLUMNS) * 1.05 + 2.6
+    plt = pyplot()
+    diverging, gray = (plt.colormaps[name].with_extremes(bad="white") for name in ("RdBu_r", "gray"))
     figure, axes = plt.subplots(axes_count, 1, figsize=(width, 1.25 * axes_count + 1.0), squeeze=False)
     figure.subplots_adjust(left=1.6 / width, right=1 - 0.9 / width, top=1 - 0.75 / figure.get_figheight(), hspace=0.55)
     shown = None
@@ -81,7 +82,7 @@ def grid(rows: Sequence[tuple[str, np.ndarray, bool]], labels: Sequence[str], ti
             if not len(block):
                 axis.axis("off")
                 continue
-            image = _row(axis, tiles[list(block)], name, DIVERGING if signed else GRAY, signed)
+            image = _row(axis, tiles[list(block)], name, diverging if signed else gray, signed)
             if signed:
                 shown = image
             _tick_labels(axis, [labels[index] for index in block])

@@ -20,7 +20,6 @@ from omegaconf import OmegaConf
 
 from pipeline.compress.build import Report
 from pipeline.compress.measure import Measurement
-from pipeline.compress.tradeoff import tradeoff_figure
 from pipeline.compress.variants import Variant
 from pipeline.failpoints import failpoint
 from pipeline.tracking.ledger import RunLedger
@@ -152,7 +151,8 @@ def log_report(
     With a ``ledger`` (a resumed run), metrics, models, the table and registered versions that an
     earlier process logged are kept and not logged again.
     """
-    import matplotlib.pyplot as plt
+    from pipeline.compress.tradeoff import tradeoff_figure  # matplotlib: only where a run logs its variants
+    from pipeline.plotting import pyplot
 
     rows = variant_rows(report)
     metrics = {}
@@ -169,7 +169,7 @@ def log_report(
     mlflow.log_text(format_table(report) + "\n", "compression/variants.txt")
     figure = tradeoff_figure(rows)
     mlflow.log_figure(figure, "compression/tradeoff.png")
-    plt.close(figure)
+    pyplot().close(figure)
     tags = {f"cpu.{name}": str(present).lower() for name, present in report.cpu.items()}
     tags["compress.threads"] = str(report.threads)
     tags.update({f"compress.skipped.{name}": reason for name, reason in report.skipped.items()})

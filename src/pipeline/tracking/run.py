@@ -324,7 +324,7 @@ class TrackedRun:
             mlflow.log_artifact(str(png), artifact_path=None if folder == "." else folder)
 
     def log_figure(self, figure: Any, artifact_file: str) -> None:
-        import matplotlib.pyplot as plt
+        from pipeline.plotting import pyplot
 
         mlflow.log_figure(figure, artifact_file)
-        plt.close(figure)
+        pyplot().close(figure)

@@ -82,11 +82,11 @@ def log_parent_figures(uri: str, parent_id: str, figures: dict[str, Any]) -> Non
 
 
 def _log_figures(client: MlflowClient, run_id: str, figures: dict[str, Any]) -> None:
-    import matplotlib.pyplot as plt
+    from pipeline.plotting import pyplot
 
     for path, figure in figures.items():
         client.log_figure(run_id, figure, path)
-        plt.close(figure)
+        pyplot().close(figure)
 
 
 def end_parent(uri: str, run_id: str, status: str, reason: str | None = None) -> None:
