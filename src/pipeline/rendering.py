@@ -18,7 +18,6 @@ killed with its parent, even while it still imports.
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
 import pickle
@@ -32,6 +31,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from pipeline.heap import imports_uncollected
 
 log = logging.getLogger("pipeline")
 FIGURE_TIMEOUT_S = 300.0  # far beyond any figure here (a few seconds at most): a stuck worker, not a slow one
@@ -213,14 +214,12 @@ def _serve(reply_fd: int, parent_pid: int) -> None:
     """The worker: draw each job read from stdin, answer on ``reply_fd``; exit when stdin closes."""
     _die_with(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    import pipeline.figures
-    import pipeline.interpret.figures  # noqa: F401
-    from pipeline.plotting import pyplot
+    with imports_uncollected():  # what is imported stays: neither the imports nor the exit collect it
+        import pipeline.figures
+        import pipeline.interpret.figures  # noqa: F401
+        from pipeline.plotting import pyplot
 
-    pyplot()  # imported before the first job, not during it
-
-    gc.collect()
-    gc.freeze()  # what is imported stays: the exit need not collect it
+        pyplot()  # imported before the first job, not during it
     with os.fdopen(reply_fd, "w", buffering=1) as replies:
         for line in sys.stdin:
             job_id, payload_file, png = line.rstrip("\n").split("\t")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pipeline.cli import import_user_code_from_here, log_to_stderr
 from pipeline.cli.arguments import overrides_of, stored_run_parser
 from pipeline.cli.teardown import bad_input_exits, quick_exit, stop_signals_exit
+from pipeline.heap import imports_uncollected
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -20,7 +21,8 @@ def main(argv: list[str] | None = None) -> None:
     run_id = args.run_id
     stopped = f"run {run_id} stays FINISHED, tagged compression.failure_reason; pipeline-compress {run_id} starts again"
     with quick_exit(), bad_input_exits(), stop_signals_exit(stopped):
-        from pipeline.workflows.compress import compress_stored_run  # torch, MLflow: once the command line parsed
+        with imports_uncollected():
+            from pipeline.workflows.compress import compress_stored_run  # torch, MLflow: once the command line parsed
 
         compress_stored_run(run_id, overrides_of(args))
 

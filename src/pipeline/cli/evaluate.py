@@ -5,6 +5,7 @@ from __future__ import annotations
 from pipeline.cli import import_user_code_from_here
 from pipeline.cli.arguments import overrides_of, stored_model_parser
 from pipeline.cli.teardown import bad_input_exits, quick_exit
+from pipeline.heap import imports_uncollected
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -15,7 +16,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_intermixed_args(argv)
     import_user_code_from_here()
     with quick_exit(), bad_input_exits():
-        from pipeline.workflows.evaluate import evaluate_stored_model  # torch, MLflow: once the command line parsed
+        with imports_uncollected():
+            from pipeline.workflows.evaluate import evaluate_stored_model  # torch, MLflow: once the command line parsed
 
         evaluate_stored_model(args.run_id, overrides_of(args), args.variant)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pipeline.cli import import_user_code_from_here
 from pipeline.cli.arguments import overrides_of, stored_model_parser
 from pipeline.cli.teardown import bad_input_exits, quick_exit
+from pipeline.heap import imports_uncollected
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -17,8 +18,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_intermixed_args(argv)
     import_user_code_from_here()
     with quick_exit(), bad_input_exits():
-        # torch, Captum, MLflow: once the command line parsed
-        from pipeline.workflows.explain import explain_stored_model
+        with imports_uncollected():  # torch, Captum, MLflow: once the command line parsed
+            from pipeline.workflows.explain import explain_stored_model
 
         explain_stored_model(args.run_id, overrides_of(args), args.variant)
 

@@ -11,6 +11,7 @@ from pipeline.cli import import_user_code_from_here
 from pipeline.cli.arguments import overrides_of, stored_run_parser
 from pipeline.cli.teardown import quick_exit
 from pipeline.errors import PipelineError
+from pipeline.heap import imports_uncollected
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -30,7 +31,8 @@ def main(argv: list[str] | None = None) -> None:
     import_user_code_from_here()
     with quick_exit():
         try:
-            from pipeline.workflows.rerun import rerun  # torch, Lightning, MLflow: once the command line parsed
+            with imports_uncollected():
+                from pipeline.workflows.rerun import rerun  # torch, Lightning, MLflow: once the command line parsed
 
             code = rerun(args.run_id, overrides_of(args), args.allow_code_change, args.tolerance)
         except PipelineError as err:

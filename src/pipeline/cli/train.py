@@ -21,6 +21,7 @@ from pipeline.config.compose import compose_config, sweep_combinations
 from pipeline.config.targets import trust_composed_targets
 from pipeline.distributed import launched_rank
 from pipeline.errors import ConfigError, PipelineError, disk_full
+from pipeline.heap import imports_uncollected
 from pipeline.rendering import start_worker
 from pipeline.sweeps.parent_run import parent_run_id
 from pipeline.sweeps.trial import current_trial
@@ -72,7 +73,8 @@ def run_job(cfg: DictConfig) -> TrainResult | None:
     devices = cfg.trainer.devices  # checked with the rest of the config later: a bad value only skips this
     if isinstance(devices, int) and launched_rank(devices) == 0 and draws_alongside(cfg):
         start_worker()  # the rank that logs: its figure worker imports while this process does
-    from pipeline.workflows.train import resume, train  # torch, Lightning, MLflow: only for a job that runs
+    with imports_uncollected():
+        from pipeline.workflows.train import resume, train  # torch, Lightning, MLflow: only for a job that runs
 
     hydra_config = HydraConfig.get()
     overrides = list(hydra_config.overrides.task)
