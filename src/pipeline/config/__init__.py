@@ -1,5 +1,5 @@
-"""Config schema, validation and safe instantiation; registers the `repo_root`, `run_folder` and
-`throwaway_folder` resolvers."""
+"""Config schema, validation and safe instantiation; registers the `repo_root`, `run_folder`,
+`throwaway_folder` and `user_cache` resolvers."""
 
 import os
 import tempfile
@@ -22,6 +22,12 @@ if not OmegaConf.has_resolver("throwaway_folder"):
     # store costs its schema migrations, ~3 s, and the data cache lives beside it)
     OmegaConf.register_new_resolver(
         "throwaway_folder", lambda: str(Path(tempfile.gettempdir()) / f"pipeline-throwaway-{os.getuid()}")
+    )
+
+if not OmegaConf.has_resolver("user_cache"):
+    # what every output root can share (the parsed data set): $XDG_CACHE_HOME/pipeline, else ~/.cache/pipeline
+    OmegaConf.register_new_resolver(
+        "user_cache", lambda: str(Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "pipeline")
     )
 
 

@@ -560,6 +560,7 @@ class SweepConfig:
 @dataclass
 class PathsConfig:
     output_root: str = MISSING
+    cache_dir: str = MISSING
 
 
 @dataclass

