@@ -41,9 +41,12 @@ def test_the_parsed_subset_is_shared_by_output_roots_and_a_broken_cache_is_parse
     digests = {datamodule([f"paths.output_root={tmp_path / root}"]).splits.digest() for root in ("a", "b")}
     assert len(parses) == 1 and len(digests) == 1  # one parse for both output roots, the same splits
     (cached,) = (tmp_path / "cache" / "pipeline" / "datasets").iterdir()
-    cached.write_bytes(b"not an npz")
-    assert datamodule([f"paths.output_root={tmp_path / 'c'}"]).splits.digest() in digests
-    assert len(parses) == 2 and cached.stat().st_size > 1000  # parsed and written again
+    whole = cached.read_bytes()
+    for broken in (b"not an npz", b"", whole[: len(whole) // 2]):  # not numpy's, empty, cut short
+        cached.write_bytes(broken)
+        assert datamodule([f"paths.output_root={tmp_path / 'c'}"]).splits.digest() in digests
+        assert cached.read_bytes() == whole  # parsed and written again
+    assert len(parses) == 4
 
 
 def test_synthetic_data_has_the_configured_shape_and_classes() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ def _read_mnist_subset(cache_dir: Path) -> tuple[np.ndarray, np.ndarray]:
 
     digest = hashlib.sha256(Path(DATA_PATH).read_bytes()).hexdigest()[:16]
     cache = cache_dir / f"mnist_subset-{digest}.npz"
-    with contextlib.suppress(OSError, ValueError), np.load(cache) as arrays:
+    with contextlib.suppress(OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile), np.load(cache) as arrays:
         return arrays["pixels"], arrays["labels"]
     pixels, labels = mnist_data()
     pixels, labels = pixels.astype(np.uint8), labels.astype(np.int64)
