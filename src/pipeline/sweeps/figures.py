@@ -11,14 +11,14 @@ log = logging.getLogger("pipeline")
 
 def study_figures(study: Any) -> dict[str, Any]:
     """{artifact path: matplotlib figure}; importances need two or more completed trials and parameters."""
-    import matplotlib
+    from pipeline.plotting import pyplot
 
-    matplotlib.use("Agg")
+    plt = pyplot()  # on Agg before optuna imports pyplot
     from optuna.visualization import matplotlib as plots
 
     figures: dict[str, Any] = {}
     # optuna switches matplotlib to its ggplot style: keep that inside its own figures
-    with warnings.catch_warnings(), matplotlib.rc_context():
+    with warnings.catch_warnings(), plt.rc_context():
         warnings.simplefilter("ignore")  # optuna marks its matplotlib plots experimental
         history = plots.plot_optimization_history(study, target_name=study.user_attrs.get("objective", "objective"))
         figures["sweep/optimization_history.png"] = _sized(history.figure)
