@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import NoReturn
+
 from pipeline.cli import import_user_code_from_here, log_to_stderr
 from pipeline.cli.arguments import overrides_of, stored_run_parser
-from pipeline.cli.teardown import bad_input_exits, quick_exit, stop_signals_exit
+from pipeline.cli.teardown import bad_input_exits, exit_after, stop_signals_exit
 from pipeline.heap import imports_uncollected
 
 
@@ -20,12 +22,17 @@ def main(argv: list[str] | None = None) -> None:
     log_to_stderr()
     run_id = args.run_id
     stopped = f"run {run_id} stays FINISHED, tagged compression.failure_reason; pipeline-compress {run_id} starts again"
-    with quick_exit(), bad_input_exits(), stop_signals_exit(stopped):
+    with bad_input_exits(), stop_signals_exit(stopped):
         with imports_uncollected():
             from pipeline.workflows.compress import compress_stored_run  # torch, MLflow: once the command line parsed
 
         compress_stored_run(run_id, overrides_of(args))
 
 
+def console() -> NoReturn:
+    """The `pipeline-compress` script: ``main()``, then the process ends without the interpreter's teardown."""
+    exit_after(main)
+
+
 if __name__ == "__main__":
-    main()
+    console()

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import NoReturn
+
 from pipeline.cli import import_user_code_from_here
 from pipeline.cli.arguments import overrides_of, stored_model_parser
-from pipeline.cli.teardown import bad_input_exits, quick_exit
+from pipeline.cli.teardown import bad_input_exits, exit_after
 from pipeline.heap import imports_uncollected
 
 
@@ -15,12 +17,17 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_intermixed_args(argv)
     import_user_code_from_here()
-    with quick_exit(), bad_input_exits():
+    with bad_input_exits():
         with imports_uncollected():
             from pipeline.workflows.evaluate import evaluate_stored_model  # torch, MLflow: once the command line parsed
 
         evaluate_stored_model(args.run_id, overrides_of(args), args.variant)
 
 
+def console() -> NoReturn:
+    """The `pipeline-eval` script: ``main()``, then the process ends without the interpreter's teardown."""
+    exit_after(main)
+
+
 if __name__ == "__main__":
-    main()
+    console()

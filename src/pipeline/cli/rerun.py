@@ -6,10 +6,11 @@ The exit code says whether it reproduced: 0 yes, 1 metrics differ, 2 bad input, 
 from __future__ import annotations
 
 import sys
+from typing import NoReturn
 
 from pipeline.cli import import_user_code_from_here
 from pipeline.cli.arguments import overrides_of, stored_run_parser
-from pipeline.cli.teardown import quick_exit
+from pipeline.cli.teardown import exit_after
 from pipeline.errors import PipelineError
 from pipeline.heap import imports_uncollected
 
@@ -29,17 +30,21 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_intermixed_args(argv)
     import_user_code_from_here()
-    with quick_exit():
-        try:
-            with imports_uncollected():
-                from pipeline.workflows.rerun import rerun  # torch, Lightning, MLflow: once the command line parsed
+    try:
+        with imports_uncollected():
+            from pipeline.workflows.rerun import rerun  # torch, Lightning, MLflow: once the command line parsed
 
-            code = rerun(args.run_id, overrides_of(args), args.allow_code_change, args.tolerance)
-        except PipelineError as err:
-            print(f"error: {err}", file=sys.stderr)
-            code = 2
+        code = rerun(args.run_id, overrides_of(args), args.allow_code_change, args.tolerance)
+    except PipelineError as err:
+        print(f"error: {err}", file=sys.stderr)
+        code = 2
     raise SystemExit(code)
 
 
+def console() -> NoReturn:
+    """The `pipeline-rerun` script: ``main()``, then the process ends without the interpreter's teardown."""
+    exit_after(main)
+
+
 if __name__ == "__main__":
-    main()
+    console()

@@ -7,7 +7,7 @@ continues a killed run from its last checkpoint, in the same MLflow run.
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from pipeline.cli import import_user_code_from_here
-from pipeline.cli.teardown import quick_exit, stop_signals_exit
+from pipeline.cli.teardown import exit_after, stop_signals_exit
 from pipeline.config import CONF_DIR
 from pipeline.config.compose import compose_config, sweep_combinations
 from pipeline.config.targets import trust_composed_targets
@@ -130,9 +130,13 @@ def main() -> None:
         except ConfigError as err:
             print(f"error: {err}", file=sys.stderr)
             raise SystemExit(2) from None
-    with quick_exit():
-        _hydra_entry()
+    _hydra_entry()
+
+
+def console() -> NoReturn:
+    """The `pipeline-train` script: ``main()``, then the process ends without the interpreter's teardown."""
+    exit_after(main)
 
 
 if __name__ == "__main__":
-    main()
+    console()
