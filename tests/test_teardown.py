@@ -52,7 +52,11 @@ def run_script(tmp_path: Path, ending: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.parametrize(
     ("ending", "status", "stderr"),
-    [("pass", 0, ""), ("raise SystemExit(3)", 3, ""), ("raise SystemExit('error: bad input')", 1, "error: bad input\n")],
+    [
+        ("pass", 0, ""),
+        ("raise SystemExit(3)", 3, ""),
+        ("raise SystemExit('error: bad input')", 1, "error: bad input\n"),
+    ],
 )
 def test_a_command_ends_with_its_status_threads_joined_atexit_run_output_flushed_and_no_teardown(
     tmp_path: Path, ending: str, status: int, stderr: str

@@ -14,11 +14,12 @@ from mlflow import MlflowClient
 from torch._dynamo.utils import counters
 
 from conftest import run_training
+from pipeline import figures
 from pipeline.config.compose import compose_config
 from pipeline.config.instantiate import safe_instantiate
 from pipeline.hardware import NUMERIC_CPU_FEATURES, auto_precision, cpu_features, cpu_model
 from pipeline.task import ClassificationTask
-from pipeline.workflows.train import train
+from pipeline.workflows.train import build_model_and_task, train
 
 FAMILIES = ("cnn", "rnn", "transformer", "mlp")
 
@@ -98,6 +99,26 @@ def test_logged_model_predicts_with_the_logged_test_accuracy(family: str, tiny: 
     assert accuracy == pytest.approx(only_run(store).data.metrics["test/acc"], abs=1e-6)
     signature = model.metadata.get_input_schema().inputs[0]
     assert tuple(signature.shape) == (-1, 1, 28, 28)
+
+
+@pytest.mark.parametrize("limit_test_batches", [1.0, 2])
+def test_the_tests_own_predictions_are_kept_in_split_order_only_when_it_saw_the_whole_split(
+    limit_test_batches: float, tiny: list[str]
+) -> None:
+    cfg = compose_config([*tiny, "data.eval_batch_size=24"])  # 64 test images: batches of 24, 24, 16
+    datamodule = safe_instantiate(cfg.data, "data", shuffle_seed=0)
+    test = datamodule.splits.test
+    task = build_model_and_task(cfg, datamodule.splits)
+    trainer = pl.Trainer(
+        accelerator="cpu", limit_test_batches=limit_test_batches, logger=False, enable_progress_bar=False
+    )
+    trainer.test(task, datamodule=datamodule, verbose=False)
+    kept = task.tested_predictions(len(test))
+    if limit_test_batches == 2:  # two batches of three: the figures predict the whole split themselves
+        assert kept is None
+    else:  # what the figures and the accuracy's interval use: the same classes as a separate pass would give
+        assert torch.equal(kept, figures.predictions(task.model, test.images))
+        assert len(set(kept.tolist())) > 1  # an untrained model, but not one constant answer
 
 
 def test_learns_the_synthetic_task(tiny: list[str]) -> None:
