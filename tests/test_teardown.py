@@ -10,6 +10,7 @@ import pytest
 
 SCRIPT = """
 import atexit, sys, threading, time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from pipeline.cli.teardown import exit_after
 
@@ -30,10 +31,12 @@ def at_exit():
     (folder / "atexit").write_text("thread done first" if (folder / "thread").exists() else "thread not done")
 
 def main():
-    global kept
+    global kept, pool
     kept = Finalized(folder / "finalized")  # alive at the end: only the interpreter's teardown would finalize it
     atexit.register(at_exit)
     threading.Thread(target=late_thread).start()  # not a daemon: the process waits for it
+    pool = ThreadPoolExecutor(1)
+    pool.submit(time.sleep, 0.1)  # never shut down: its idle worker stops when the interpreter tells it to
     sys.stdout.write("buffered, no newline")  # stdout is a pipe: block-buffered until flushed
     {ending}
 

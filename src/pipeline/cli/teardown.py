@@ -57,11 +57,14 @@ def exit_status(code: object) -> int:
 
 
 def end_like_the_interpreter() -> None:
-    """What a normal exit does that matters to the outside world: join non-daemon threads, run atexit, flush."""
-    for thread in threading.enumerate():
-        if thread is not threading.current_thread() and not thread.daemon:
-            thread.join()
-    atexit._run_exitfuncs()  # the interpreter's own call at exit; there is no public equivalent
+    """What a normal exit does that matters to the outside world: join non-daemon threads, run atexit, flush.
+
+    The interpreter's own two calls (private, as in multiprocessing's child processes): `threading._shutdown`
+    first tells thread pools to stop (their `threading._register_atexit` hooks), then joins every non-daemon
+    thread; a plain join of a pool's idle worker would wait forever.
+    """
+    threading._shutdown()
+    atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         with suppress(OSError, ValueError):  # a closed pipe or stream: what it held is lost, as in a normal exit
             stream.flush()
