@@ -48,9 +48,11 @@ def test_logging_a_model_skips_mlflows_rechecks_only_where_asked(
         lambda *args, **kwargs: reloads.append(validate(*args, **kwargs)),
     )
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    # an experiment of its own: the Default one keeps its artifacts in ./mlruns, wherever the tests run
+    experiment_id = mlflow.create_experiment("checks", artifact_location=(tmp_path / "artifacts").as_uri())
     model, example = torch.nn.Linear(4, 2), torch.zeros(1, 4).numpy()
     logged = {"input_example": example, "pip_requirements": exact_requirements(TORCH_MODEL)}
-    with mlflow.start_run():
+    with mlflow.start_run(experiment_id=experiment_id):
         with without_redundant_model_checks():
             mlflow.pytorch.log_model(model, name="skipped", **logged)
         assert scans == [] and reloads == []
