@@ -12,11 +12,13 @@ import torch
 import yaml
 from mlflow import MlflowClient
 from torch._dynamo.utils import counters
+from torch.utils.data import DataLoader
 
 from conftest import run_training
 from pipeline import figures
 from pipeline.config.compose import compose_config
 from pipeline.config.instantiate import safe_instantiate
+from pipeline.data.datamodule import InMemoryImages, keep_batch
 from pipeline.hardware import NUMERIC_CPU_FEATURES, auto_precision, cpu_features, cpu_model
 from pipeline.task import ClassificationTask
 from pipeline.workflows.train import build_model_and_task, train
@@ -101,24 +103,28 @@ def test_logged_model_predicts_with_the_logged_test_accuracy(family: str, tiny: 
     assert tuple(signature.shape) == (-1, 1, 28, 28)
 
 
-@pytest.mark.parametrize("limit_test_batches", [1.0, 2])
-def test_the_tests_own_predictions_are_kept_in_split_order_only_when_it_saw_the_whole_split(
-    limit_test_batches: float, tiny: list[str]
+@pytest.mark.parametrize("seen", ["whole", "part", "reversed"])
+def test_the_tests_own_predictions_are_kept_only_when_it_saw_the_whole_split_in_order(
+    seen: str, tiny: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     cfg = compose_config([*tiny, "data.eval_batch_size=24"])  # 64 test images: batches of 24, 24, 16
     datamodule = safe_instantiate(cfg.data, "data", shuffle_seed=0)
     test = datamodule.splits.test
+    if seen == "reversed":  # a data module of one's own whose test loader has another order
+        order = list(reversed(range(len(test))))
+        loader = DataLoader(InMemoryImages(test), batch_size=24, sampler=order, collate_fn=keep_batch)
+        monkeypatch.setattr(datamodule, "test_dataloader", lambda: loader)
     task = build_model_and_task(cfg, datamodule.splits)
     trainer = pl.Trainer(
-        accelerator="cpu", limit_test_batches=limit_test_batches, logger=False, enable_progress_bar=False
+        accelerator="cpu", limit_test_batches=2 if seen == "part" else 1.0, logger=False, enable_progress_bar=False
     )
     trainer.test(task, datamodule=datamodule, verbose=False)
-    kept = task.tested_predictions(len(test))
-    if limit_test_batches == 2:  # two batches of three: the figures predict the whole split themselves
-        assert kept is None
-    else:  # what the figures and the accuracy's interval use: the same classes as a separate pass would give
+    kept = task.tested_predictions(test.labels)
+    if seen == "whole":  # what the figures and the accuracy's interval use: the classes a separate pass gives
         assert torch.equal(kept, figures.predictions(task.model, test.images))
         assert len(set(kept.tolist())) > 1  # an untrained model, but not one constant answer
+    else:  # two batches of three, or every image in another order: the figures predict the split themselves
+        assert kept is None
 
 
 def test_learns_the_synthetic_task(tiny: list[str]) -> None:

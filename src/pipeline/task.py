@@ -48,7 +48,7 @@ class ClassificationTask(pl.LightningModule):
         )
         self.epoch_loss = nn.ModuleDict({f"{stage}_loss": MeanMetric() for stage in ("val", "test")})
         self.test_samples = SumMetric()
-        self._test_predictions: list[torch.Tensor] = []  # this rank's predicted classes, batch by batch
+        self._tested: list[tuple[torch.Tensor, torch.Tensor]] = []  # (labels, predicted classes) of each test batch
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.network()(images)
@@ -81,7 +81,7 @@ class ClassificationTask(pl.LightningModule):
             epoch_loss(loss.detach(), len(labels))
             self.log(f"{stage}/loss", epoch_loss, on_step=False, on_epoch=True, batch_size=len(labels))
         if stage == "test":
-            self._test_predictions.append(logits.detach().argmax(dim=1).cpu())
+            self._tested.append((labels.cpu(), logits.detach().argmax(dim=1).cpu()))
             self.test_samples(len(labels))
             self.log("test/samples", self.test_samples, on_step=False, on_epoch=True, batch_size=len(labels))
         if stage != "train":  # train/acc is logged with the validation metrics: see on_validation_epoch_end
@@ -105,18 +105,20 @@ class ClassificationTask(pl.LightningModule):
             self.log("train/acc", self.accuracy["train_acc"], on_step=False, on_epoch=True)
 
     def on_test_epoch_start(self) -> None:
-        self._test_predictions = []
+        self._tested = []
 
-    def tested_predictions(self, test_size: int) -> torch.Tensor | None:
-        """The predicted class of every test image from the test just run, in the split's order, so that the
-        figures and the accuracy's interval need no second pass over the test set (and agree with test/acc).
+    def tested_predictions(self, labels: torch.Tensor) -> torch.Tensor | None:
+        """The predicted class of every test image from the test just run, in the order of the split's ``labels``,
+        so that the figures and the accuracy's interval need no second pass over the test set (and agree with
+        test/acc).
 
-        None where this process saw only part of the split (a DDP rank's shard, `trainer.limit_test_batches`).
+        None where the test saw other labels: part of the split (a DDP rank's shard, `trainer.limit_test_batches`)
+        or the split in another order (a data module of one's own).
         """
-        if not self._test_predictions or self.trainer.world_size != 1:
+        if not self._tested:
             return None
-        predicted = torch.cat(self._test_predictions)
-        return predicted if len(predicted) == test_size else None
+        tested_labels, predicted = (torch.cat(parts) for parts in zip(*self._tested, strict=True))
+        return predicted if torch.equal(tested_labels, labels) else None
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         return self._step(batch, "train")

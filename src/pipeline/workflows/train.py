@@ -245,10 +245,10 @@ def log_results(
     """The best validation accuracy, the figures and attribution maps, the checkpoint, the profiler's reports and
     the model; its URI if logged."""
     histories = run.metric_histories(CURVES)
-    predicted = task.tested_predictions(len(splits.test))
-    if predicted is None:  # a DDP run or a partial test: every test image again, here
-        predicted = figures.predictions(task.model, splits.test.images)
     test, names = splits.test, splits.class_names
+    predicted = task.tested_predictions(test.labels)
+    if predicted is None:  # a DDP rank's shard, a partial or reordered test: every test image again, here
+        predicted = figures.predictions(task.model, test.images)
     low, high = bootstrap_interval(predicted == test.labels, cfg.seed)  # what test/acc is worth on this many images
     # the checkpoint's monitor; read from the store because ddp_spawn leaves the score in its workers
     best = {"best/val_acc": max(value for _, value in histories["val/acc"])}
