@@ -23,15 +23,19 @@ def test_confusion_matrix_is_labelled_with_class_names() -> None:
     assert "accuracy 0.667" in axis.get_title()
 
 
-def test_misclassified_grid_titles_each_mistake_and_survives_none() -> None:
+def test_misclassified_grid_labels_each_mistake_under_its_image_and_survives_none() -> None:
     images = torch.rand(4, 1, 8, 8)
     figure = figures.misclassified(images, torch.tensor([0, 1, 2, 3]), torch.tensor([0, 2, 2, 1]), list("abcd"))
-    titles = [axis.get_title() for axis in figure.axes if axis.get_title()]
-    assert titles == ["pred c\ntrue b", "pred b\ntrue d"]
+    (axis,) = figure.axes  # the tiles of a row are one image
+    assert [label.get_text() for label in axis.get_xticklabels()] == ["pred c\ntrue b", "pred b\ntrue d"]
+    (shown,) = axis.get_images()
+    tiles = np.asarray(shown.get_array())
+    assert np.array_equal(tiles[:, :8], images[1, 0]) and np.array_equal(tiles[:, -8:], images[3, 0])
+    assert figure.get_suptitle() == "Misclassified test images: 2 of 2 shown"
     none_wrong = figures.misclassified(
         images, torch.zeros(4, dtype=torch.long), torch.zeros(4, dtype=torch.long), list("abcd")
     )
-    assert [axis.get_title() for axis in none_wrong.axes if axis.get_title()] == []
+    assert not any(axis.get_images() for axis in none_wrong.axes)
     assert none_wrong.get_suptitle() == "Misclassified test images: 0 of 0 shown"
 
 
@@ -59,3 +63,19 @@ def test_learning_curves_plot_every_given_series() -> None:
     )
     labels = [line.get_label() for axis in figure.axes for line in axis.get_lines()]
     assert labels == ["train/loss", "val/loss", "val/acc"]
+
+
+@pytest.mark.parametrize(
+    "names", [list("0123456789"), ["airplane", "automobile", "bird", "cat"], [f"class_{i}" for i in range(30)]]
+)
+def test_the_fixed_margins_keep_every_label_inside_the_figure(names: list[str]) -> None:
+    labels = torch.arange(len(names)).repeat(3)
+    confusion = figures.confusion_matrix(labels, labels.roll(1), names)
+    curves = figures.learning_curves({"train/loss": [(step, 1 / (step + 1)) for step in range(0, 100_000, 50)]})
+    for figure in (confusion, curves):
+        figure.canvas.draw()
+        renderer = figure.canvas.get_renderer()
+        for axis in figure.axes:  # each one's drawn tick labels, axis labels and title (a colorbar's too)
+            drawn = axis.get_tightbbox(renderer)
+            assert figure.bbox.padded(1).contains(drawn.x0, drawn.y0), (names[:2], axis.get_title())
+            assert figure.bbox.padded(1).contains(drawn.x1, drawn.y1), (names[:2], axis.get_title())

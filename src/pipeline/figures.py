@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from pipeline.plotting import pyplot
+from pipeline.tile_grid import grid, pictures
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -20,6 +21,8 @@ History = Sequence[tuple[int, float]]  # (step, value)
 # per curve: a 100,000-step history is drawn as 1,000 buckets (mean, and a min-max band) in the time of a short one
 MAX_DRAWN_POINTS = 2000
 BUCKETS = 1000
+# FIXED_LAYOUT: margins set here, not by matplotlib's constrained layout, which measures every label
+# in an extra draw before the real one (0.1-0.3 s a figure, and every run draws two of them)
 
 
 def predictions(model: torch.nn.Module, images: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
@@ -50,7 +53,8 @@ def learning_curves(histories: Mapping[str, History]) -> Figure:
     A curve of more than MAX_DRAWN_POINTS points is drawn as the means of BUCKETS runs of steps with
     their min-max band: the same picture, without drawing (and storing in the PNG's time) every step.
     """
-    figure, (loss_axis, acc_axis) = pyplot().subplots(1, 2, figsize=(11, 4), constrained_layout=True)
+    figure, (loss_axis, acc_axis) = pyplot().subplots(1, 2, figsize=(11, 4))
+    figure.subplots_adjust(left=0.065, right=0.99, bottom=0.12, top=0.92, wspace=0.2)  # fixed: see FIXED_LAYOUT
     for axis, metric, title in ((loss_axis, "loss", "Cross-entropy loss"), (acc_axis, "acc", "Accuracy")):
         for stage, style in (("train", {"alpha": 0.5, "linewidth": 1}), ("val", {"marker": "o", "linewidth": 2})):
             points = histories.get(f"{stage}/{metric}", [])
@@ -81,10 +85,14 @@ def confusion_matrix(labels: torch.Tensor, predicted: torch.Tensor, class_names:
     classes = len(class_names)
     counts = confusion_counts(labels, predicted, classes)
     size = max(5.0, 0.55 * classes + 2)
-    figure, axis = pyplot().subplots(figsize=(size + 1, size), constrained_layout=True)
+    longest = max(map(len, class_names))
+    below, beside = 0.8 + 0.06 * longest, 0.7 + 0.07 * longest  # inches for the (slanted) class names; FIXED_LAYOUT
+    width, height = size + 1 + beside - 0.8, size + below - 0.8
+    figure, axis = pyplot().subplots(figsize=(width, height))
+    figure.subplots_adjust(left=beside / width, right=1 - 0.3 / width, bottom=below / height, top=1 - 0.45 / height)
     image = axis.imshow(counts, cmap="Blues")
     figure.colorbar(image, ax=axis, shrink=0.8, label="test images")
-    axis.set_xticks(range(classes), class_names, rotation=45 if max(map(len, class_names)) > 2 else 0, ha="right")
+    axis.set_xticks(range(classes), class_names, rotation=45 if longest > 2 else 0, ha="right")
     axis.set_yticks(range(classes), class_names)
     axis.set_xlabel("predicted class")
     axis.set_ylabel("true class")
@@ -102,25 +110,13 @@ def confusion_matrix(labels: torch.Tensor, predicted: torch.Tensor, class_names:
 def misclassified(
     images: torch.Tensor, labels: torch.Tensor, predicted: torch.Tensor, class_names: Sequence[str], limit: int = 25
 ) -> Figure:
-    """Up to ``limit`` misclassified test images, each titled with its predicted and true class."""
+    """Up to ``limit`` misclassified test images, each labelled with its predicted and true class."""
     wrong = torch.nonzero(predicted != labels).flatten()[:limit].tolist()
-    columns = 5
-    rows = max(1, -(-len(wrong) // columns))
-    # a fixed grid: constrained layout measured every title of the 25 panels again and again (2 s of a run)
-    height = 2.4 * rows + 0.8
-    figure, axes = pyplot().subplots(rows, columns, figsize=(2.2 * columns, height), squeeze=False)
-    figure.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=1 - 1.0 / height, hspace=0.45, wspace=0.1)
-    for axis in axes.flat:
-        axis.axis("off")
-    for axis, index in zip(axes.flat, wrong, strict=False):  # the grid may have spare cells
-        image = images[index].permute(1, 2, 0).numpy()
-        axis.imshow(image.squeeze(-1) if image.shape[-1] == 1 else image.clip(0, 1), cmap="gray")
-        axis.set_title(
-            f"pred {class_names[predicted[index]]}\ntrue {class_names[labels[index]]}", fontsize=9, color="firebrick"
-        )
+    names = [f"pred {class_names[predicted[index]]}\ntrue {class_names[labels[index]]}" for index in wrong]
     total = int((predicted != labels).sum())
-    figure.suptitle(f"Misclassified test images: {len(wrong)} of {total} shown")
-    return figure
+    return grid(
+        [("", pictures(images[wrong]), False)], names, f"Misclassified test images: {len(wrong)} of {total} shown"
+    )
 
 
 def objective_by_parameter(points: Mapping[str, Sequence[tuple[float | str, float]]], objective: str) -> Figure:
