@@ -24,6 +24,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from pipeline.errors import PipelineError
+from pipeline.heap import imports_uncollected
 from pipeline.sweeps.parent_run import (
     PARENT_RUN_ENV,
     end_stranded_parent,
@@ -64,20 +65,17 @@ def finish_best_trial(uri: str, output_root: Path, run_id: str, deferred: list[s
 
 class SweepParentRun(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from pipeline.tracking.store import resolve_tracking_uri
-        from pipeline.tracking.sweep_runs import open_parent
-
         # HydraConfig is not set yet at this point
         output_root = Path(config.paths.output_root)
-        uri = resolve_tracking_uri(config.tracking.uri, output_root)
         try:
+            with imports_uncollected():  # MLflow (Optuna for its sweeper): the sweep's first heavy imports
+                from pipeline.tracking.store import resolve_tracking_uri
+                from pipeline.tracking.sweep_runs import open_parent
+
+                study = optuna_study(config)
+            uri = resolve_tracking_uri(config.tracking.uri, output_root)
             run_id = open_parent(
-                uri,
-                config.tracking.experiment,
-                output_root,
-                searched_overrides(config),
-                config.sweep,
-                optuna_study(config),
+                uri, config.tracking.experiment, output_root, searched_overrides(config), config.sweep, study
             )
         except PipelineError as err:  # no store to open the sweep in: one line, before any trial
             print(f"error: {err}", file=sys.stderr)
