@@ -7,7 +7,13 @@ from omegaconf import OmegaConf
 from omegaconf.errors import ReadonlyConfigError
 
 from pipeline.config import CONF_DIR
-from pipeline.config.compose import MAX_SWEEP_CHECKS, compose_config, stored_config, sweep_combinations
+from pipeline.config.compose import (
+    MAX_SWEEP_CHECKS,
+    compose_config,
+    stored_config,
+    sweep_combinations,
+    sweep_configs,
+)
 from pipeline.config.instantiate import safe_instantiate
 from pipeline.config.validation import validate
 from pipeline.errors import ConfigError
@@ -109,6 +115,25 @@ def test_a_sweep_stands_as_its_first_combination_and_each_other_value_once() -> 
     assert len(sweep_combinations([f"seed=range(0,{10 * MAX_SWEEP_CHECKS})"])) == MAX_SWEEP_CHECKS
     with pytest.raises(ConfigError, match=r"^seed=1,,2: extraneous input ',' \(Hydra's override grammar"):
         sweep_combinations(["seed=1,,2"])
+
+
+def test_a_sweeps_configs_are_what_composing_each_combination_gives() -> None:
+    """Values set in a copy of the first combination (the quick path) and whole compositions agree, key for key."""
+    command = [
+        *("model=cnn,mlp", "seed=1,2", "optimizer.lr=1e-3,0.01", "run_name=a,'b c'", "model.dropout=0.1,0.3"),
+        *("trainer.max_epochs=2", "+tags.team=vision,audio", "data.augment.degrees=5.0,7.5"),
+        "data.augment={enabled:true,degrees:5.0},{enabled:false}",  # a mapping: composed whole
+    ]
+    combinations = sweep_combinations(command)
+    configs = sweep_configs(command)
+    assert len(configs) == len(combinations) == 9
+    for combination, config in zip(combinations, configs, strict=True):
+        composed = OmegaConf.to_container(compose_config(combination), resolve=True)
+        assert OmegaConf.to_container(config, resolve=True) == composed, combination
+    with pytest.raises(ConfigError, match=r"^seed: Value 'x' of type 'str' could not be converted to Integer"):
+        sweep_configs(["seed=1,x"])
+    with pytest.raises(ConfigError, match=r"^trainer.max_epochs: must be > 0, got 0"):
+        sweep_configs(["trainer.max_epochs=1,0"])
 
 
 @pytest.mark.parametrize(

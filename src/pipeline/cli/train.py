@@ -17,7 +17,7 @@ from omegaconf.errors import OmegaConfBaseException
 from pipeline.cli import import_user_code_from_here
 from pipeline.cli.teardown import exit_after, stop_signals_exit
 from pipeline.config import CONF_DIR
-from pipeline.config.compose import compose_config, sweep_combinations
+from pipeline.config.compose import compose_config, sweep_configs
 from pipeline.config.targets import trust_composed_targets
 from pipeline.distributed import launched_rank
 from pipeline.errors import ConfigError, PipelineError, disk_full
@@ -116,7 +116,7 @@ def _hydra_entry(cfg: DictConfig) -> float:
 def main() -> None:
     """Console script. Runs and sweeps are composed and validated first, so bad input costs no imports.
 
-    A sweep (`-m`) is checked through the runs that stand for it (`sweep_combinations`); other flags
+    A sweep (`-m`) is checked through the runs that stand for it (`sweep_configs`); other flags
     (`--config-dir`, `--cfg`, ...) are left to Hydra.
     """
     import_user_code_from_here()
@@ -125,8 +125,10 @@ def main() -> None:
     if flags <= {"-m", "--multirun"}:
         overrides = [arg for arg in args if arg not in flags]
         try:
-            for combination in sweep_combinations(overrides) if flags else [overrides]:
-                compose_config(combination)
+            if flags:
+                sweep_configs(overrides)
+            else:
+                compose_config(overrides)
         except ConfigError as err:
             print(f"error: {err}", file=sys.stderr)
             raise SystemExit(2) from None

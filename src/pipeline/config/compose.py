@@ -7,6 +7,7 @@ which store to read a run from.
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -65,18 +66,26 @@ def _beside_a_running_app() -> Iterator[None]:
             GlobalHydra.instance().initialize(running)
 
 
-def compose_config(overrides: Sequence[str] = (), config_name: str = "train") -> DictConfig:
-    """The config `pipeline-train <overrides>` would run, validated; ConfigError names the bad key."""
+def _composed(overrides: Sequence[str], config_name: str = "train") -> DictConfig:
+    """Hydra's composition of ``overrides``, not validated yet; ConfigError names the bad override."""
     try:
         with (
             _beside_a_running_app(),
             initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name="train"),
         ):
-            cfg = compose(config_name=config_name, overrides=list(overrides))
+            return compose(config_name=config_name, overrides=list(overrides))
     except (HydraException, OmegaConfBaseException) as err:
         raise ConfigError(_hydra_error_line(err)) from None
+
+
+def _validated(cfg: DictConfig) -> DictConfig:
     trust_composed_targets(cfg)
     return validate(cfg)
+
+
+def compose_config(overrides: Sequence[str] = (), config_name: str = "train") -> DictConfig:
+    """The config `pipeline-train <overrides>` would run, validated; ConfigError names the bad key."""
+    return _validated(_composed(overrides, config_name))
 
 
 MAX_SWEEP_CHECKS = 50  # composes of ~0.1 s each before a sweep starts; a larger grid's remaining values: its trials
@@ -105,6 +114,49 @@ def sweep_combinations(overrides: Sequence[str]) -> list[list[str]]:
     for position, choices in enumerate(slots):
         combinations += [[*first[:position], choice, *first[position + 1 :]] for choice in choices[1:]]
     return combinations[:MAX_SWEEP_CHECKS]
+
+
+def sweep_configs(overrides: Sequence[str]) -> list[DictConfig]:
+    """The validated configs of the runs that stand for a sweep (`sweep_combinations`); ConfigError names the bad key.
+
+    The first combination is composed; one that differs from it only in plain values (`seed=2`: not
+    a group choice, not `+key=`, not a list or mapping, a key no other override touches) is those
+    values set in a copy of it, as Hydra's composition sets them (`OmegaConf.update`): ~0.06 s
+    instead of ~0.3 s of composing the whole config folder again, per value of a grid.
+    """
+    combinations = sweep_combinations(overrides)
+    first = _composed(combinations[0])
+    configs = [_validated(copy.deepcopy(first))]
+    for combination in combinations[1:]:
+        changed = [
+            override for override, before in zip(combination, combinations[0], strict=True) if override != before
+        ]
+        values = [_plain_value(override, combination) for override in changed]
+        if any(value is None for value in values):
+            configs.append(compose_config(combination))
+            continue
+        cfg = copy.deepcopy(first)
+        try:
+            for key, value in values:
+                OmegaConf.update(cfg, key, value, merge=True)
+        except OmegaConfBaseException as err:
+            raise ConfigError(omegaconf_error_line(err)) from None
+        configs.append(_validated(cfg))
+    return configs
+
+
+def _plain_value(override: str, combination: Sequence[str]) -> tuple[str, object] | None:
+    """(key, value) of an override that sets one scalar value no other override of ``combination`` touches (the
+    key, a section above it or a key below it: Hydra applies them in order); None for anything else."""
+    (parsed,) = OverridesParser.create().parse_overrides([override])
+    key, value = parsed.key_or_group, parsed.value()
+    plain = not (parsed.is_add() or parsed.is_force_add() or parsed.is_delete() or parsed.package is not None)
+    if not plain or _is_group_choice(override) or "/" in key or isinstance(value, dict | list):
+        return None
+    others = [other.split("=", 1)[0].lstrip("+~") for other in combination if other != override]
+    if any(other == key or key.startswith(f"{other}.") or other.startswith(f"{key}.") for other in others):
+        return None
+    return key, value
 
 
 def _is_group_choice(override: str) -> bool:
