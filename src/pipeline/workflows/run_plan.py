@@ -34,9 +34,10 @@ def plan_run(cfg: DictConfig, resuming: bool) -> RunPlan:
     """The plan of a run of ``cfg``; ``resuming`` a stored run does all its work itself.
 
     Most trials of a sweep (sweep.log_models=best) are thrown away: exporting and compressing each one
-    cost more than its training, and its grid of misclassified images (25 titled panels, ~0.5 s) is a
-    sixth of a small trial. A new trial defers them to the sweep's end, which makes them for the best
-    trial from its checkpoint, and records that (`sweep.deferred`); the light figures stay.
+    cost more than its training, and its grid of misclassified images (~0.15 s, a tenth of a small
+    trial's training) would be paid by every trial for the one that is kept. A new trial defers them to
+    the sweep's end, which makes them for the best trial from its checkpoint, and records that
+    (`sweep.deferred`); the light figures stay.
     """
     deferring = parent_run_id() is not None and not resuming and cfg.sweep.log_models == "best"
     wanted = {
