@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import mlflow
@@ -11,12 +13,15 @@ import sqlalchemy
 import torch
 from mlflow import MlflowClient
 from mlflow.entities import Metric
+from mlflow.tracking.context import registry as run_context_registry
+from mlflow.tracking.context.git_context import GitRunContext
 from mlflow.utils import requirements_utils
 
 from pipeline.tracking.mlflow_internals import (
     latest_schema_revision,
     metric_points,
     schema_revision,
+    without_git_lookup,
     without_redundant_model_checks,
 )
 from pipeline.tracking.requirements import TORCH_MODEL, exact_requirements
@@ -58,6 +63,32 @@ def test_logging_a_model_skips_mlflows_rechecks_only_where_asked(
         assert scans == [] and reloads == []
         mlflow.pytorch.log_model(model, name="checked", **logged)
         assert scans and len(reloads) == 1  # the hooks are still where MLflow checks: the context really skipped them
+
+
+def test_a_run_started_without_the_git_lookup_gets_no_git_tags_from_mlflow(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MLflow looks up the repository of the main script; within the context it does not (the pipeline tags its own)."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "train.py").write_text("")
+    for command in (["init", "-q"], ["add", "."], ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x"]):
+        subprocess.run(["git", "-C", str(repo), *command], check=True)
+    monkeypatch.setattr(sys, "argv", [str(repo / "train.py")])
+    for provider in run_context_registry._run_context_provider_registry._registry:
+        if isinstance(provider, GitRunContext):  # it keeps what it found for the process's main script: forget it
+            monkeypatch.setattr(provider, "_cache", {})
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment_id = mlflow.create_experiment("git", artifact_location=(tmp_path / "artifacts").as_uri())
+
+    def git_tags() -> dict[str, str]:
+        with mlflow.start_run(experiment_id=experiment_id) as run:
+            return {key: value for key, value in run.data.tags.items() if key.startswith("mlflow.source.git")}
+
+    with without_git_lookup():
+        assert git_tags() == {}
+    commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True).stdout
+    assert git_tags()["mlflow.source.git.commit"] == commit.strip()  # outside it MLflow looks again: the hook is real
 
 
 @pytest.mark.parametrize("store", ["sqlite", "file"])

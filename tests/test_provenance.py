@@ -26,7 +26,10 @@ def test_clean_tree_records_the_commit_and_no_diff(tmp_path: Path) -> None:
     repo = make_repo(tmp_path)
     state = git_state(repo)
     assert state.commit == git(repo, "rev-parse", "HEAD").strip()
+    assert state.branch == git(repo, "rev-parse", "--abbrev-ref", "HEAD").strip()
     assert not state.dirty and state.diff == ""
+    git(repo, "checkout", "-q", "--detach")
+    assert git_state(repo).branch is None  # a detached HEAD is on no branch
 
 
 def test_dirty_tree_records_the_diff_and_untracked_files(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ class GitState:
     commit: str | None
     dirty: bool
     diff: str  # `git diff HEAD` when dirty, including staged changes; untracked files are listed
+    branch: str | None = None  # None on a detached HEAD
 
 
 def _git(repo: Path, *args: str) -> str | None:
@@ -31,14 +32,16 @@ def git_state(repo: Path) -> GitState:
     commit = _git(repo, "rev-parse", "HEAD")
     if commit is None:
         return GitState(commit=None, dirty=False, diff="")
+    branch = (_git(repo, "rev-parse", "--abbrev-ref", "HEAD") or "").strip()
+    branch = None if branch in ("", "HEAD") else branch
     status = _git(repo, "status", "--porcelain") or ""
     if not status.strip():
-        return GitState(commit=commit.strip(), dirty=False, diff="")
+        return GitState(commit=commit.strip(), dirty=False, diff="", branch=branch)
     untracked = [line[3:] for line in status.splitlines() if line.startswith("??")]
     diff = _git(repo, "diff", "HEAD") or ""
     if untracked:
         diff += "\n# untracked files:\n" + "\n".join(f"#   {path}" for path in untracked) + "\n"
-    return GitState(commit=commit.strip(), dirty=True, diff=diff)
+    return GitState(commit=commit.strip(), dirty=True, diff=diff, branch=branch)
 
 
 def installed_packages() -> str:

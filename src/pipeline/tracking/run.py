@@ -34,7 +34,7 @@ from pipeline.rendering import Figures
 from pipeline.run_summary import training_summary
 from pipeline.tracking.ledger import RunLedger
 from pipeline.tracking.logger import MlflowBatchLogger
-from pipeline.tracking.mlflow_internals import metric_points, without_redundant_model_checks
+from pipeline.tracking.mlflow_internals import metric_points, without_git_lookup, without_redundant_model_checks
 from pipeline.tracking.requirements import TORCH_MODEL, exact_requirements
 from pipeline.tracking.spool import MetricSpool, answer_quickly, is_unreachable
 from pipeline.tracking.store import ensure_experiment, is_server_uri, release_reserve
@@ -114,9 +114,10 @@ class TrackedRun:
         try:
             self.experiment_id = ensure_experiment(self.uri, self.experiment, self.output_root)  # creates a new store
             self.client = MlflowClient(tracking_uri=self.uri)
-            run = mlflow.start_run(
-                run_id=self.run_id or None, experiment_id=self.experiment_id, run_name=self.run_name, tags=self.tags
-            )
+            with without_git_lookup():
+                run = mlflow.start_run(
+                    run_id=self.run_id or None, experiment_id=self.experiment_id, run_name=self.run_name, tags=self.tags
+                )
         except MlflowException as err:
             raise TrackingError(f"tracking.uri={self.uri}: {first_line(str(err))}") from None
         self.run_id = run.info.run_id
@@ -233,9 +234,11 @@ class TrackedRun:
     def log_provenance(self, git: GitState, versions: dict[str, str], packages: str) -> None:
         tags = {f"version.{name}": value for name, value in versions.items()}
         tags["git.dirty"] = str(git.dirty).lower()
-        if git.commit:
+        if git.commit:  # MLflow's own git tags: the UI shows them; its lookup is skipped (mlflow_internals)
             tags["git.commit"] = git.commit
             tags["mlflow.source.git.commit"] = git.commit
+        if git.branch:
+            tags["mlflow.source.git.branch"] = git.branch
         mlflow.set_tags(tags)
         if git.dirty:
             mlflow.log_text(git.diff, "code/git.diff")
