@@ -72,7 +72,9 @@ def test_the_fixed_margins_keep_every_label_inside_the_figure(names: list[str]) 
     labels = torch.arange(len(names)).repeat(3)
     confusion = figures.confusion_matrix(labels, labels.roll(1), names)
     curves = figures.learning_curves({"train/loss": [(step, 1 / (step + 1)) for step in range(0, 100_000, 50)]})
-    for figure in (confusion, curves):
+    trials = {"optimizer.lr": [(1e-4, 0.91), (1e-2, 0.97)], "model": [(name, 0.95) for name in names[:4]]}
+    objective = figures.objective_by_parameter(trials, "val/acc")
+    for figure in (confusion, curves, objective):
         figure.canvas.draw()
         renderer = figure.canvas.get_renderer()
         for axis in figure.axes:  # each one's drawn tick labels, axis labels and title (a colorbar's too)

@@ -121,9 +121,9 @@ def misclassified(
 
 def objective_by_parameter(points: Mapping[str, Sequence[tuple[float | str, float]]], objective: str) -> Figure:
     """One panel per swept parameter: the objective of each trial against that parameter's value."""
-    figure, axes = pyplot().subplots(
-        1, len(points), figsize=(4.5 * len(points), 4), constrained_layout=True, squeeze=False
-    )
+    width = 4.5 * len(points)
+    figure, axes = pyplot().subplots(1, len(points), figsize=(width, 4), squeeze=False)
+    figure.subplots_adjust(left=0.9 / width, right=1 - 0.2 / width, bottom=0.15, top=0.88, wspace=0.35)  # FIXED_LAYOUT
     for axis, (parameter, trials) in zip(axes[0], points.items(), strict=True):
         values = [value for value, _ in trials]
         numeric = all(isinstance(value, float) for value in values)
