@@ -383,14 +383,16 @@ def test_a_server_away_past_the_wait_stops_the_run_in_one_line_and_resume_upload
     errors = [line for line in err.splitlines() if line.startswith("error: ")]
     assert errors == [
         f"error: tracking.uri={url}: no answer for 2 s after training; its metrics wait in {spool}: "
-        f"pipeline-train resume={run_id} tracking.uri={url} sends them and logs the run's figures and model "
-        "once the server answers"
+        f"pipeline-train resume={run_id} tracking.uri={url} paths.output_root={tmp_path / 'out'} sends them and "
+        "logs the run's figures and model once the server answers"
     ], err[-3000:]
     assert "Traceback" not in err and "Retrying" not in err, err
     assert f"run {run_id} stays RUNNING: {url} does not answer (resume={run_id} ends it)" in err
 
     with serving(outage.server, f"{url}/health", tmp_path / "server-2.log"):
-        resumed = pipeline_train(f"resume={run_id}", f"tracking.uri={url}", cwd=tmp_path)
+        resumed = pipeline_train(
+            f"resume={run_id}", f"tracking.uri={url}", f"paths.output_root={tmp_path / 'out'}", cwd=tmp_path
+        )
         assert resumed.returncode == 0, resumed.stderr[-3000:]
         run = client.get_run(run_id)
         assert run.info.status == "FINISHED" and "test/acc" in run.data.metrics

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from mlflow import MlflowClient
@@ -57,10 +58,13 @@ class MlflowBatchLogger(Logger):
         flush_every_s: float,
         already_logged: Mapping[str, int] | None = None,
         spool: MetricSpool | None = None,
+        output_root: Path | None = None,
     ) -> None:
-        """``spool``: where points wait while a tracking server does not answer (None: a failure raises)."""
+        """``spool``: where points wait while a tracking server does not answer (None: a failure raises);
+        ``output_root``: the run's, named in the command that resumes it (its job log goes there too)."""
         super().__init__()
         self._uri, self._run_id, self._flush_every_s = uri, run_id, flush_every_s
+        self._output_root = output_root
         self._already_logged = dict(already_logged or {})
         self._pending: list[Metric] = []
         self._last_flush = time.monotonic()
@@ -164,7 +168,8 @@ class MlflowBatchLogger(Logger):
                 raise TrackingError(
                     f"tracking.uri={self._uri}: no answer for {wait_s:.0f} s after training; its metrics wait in "
                     f"{self._spool.path if self._spool else '?'}: pipeline-train resume={self._run_id} "
-                    f"tracking.uri={self._uri} sends them and logs the run's figures and model once the server answers"
+                    f"tracking.uri={self._uri}{f' paths.output_root={self._output_root}' if self._output_root else ''} "
+                    "sends them and logs the run's figures and model once the server answers"
                 )
             time.sleep(min(2.0, max(0.0, deadline - time.monotonic())))
             self._send_or_spool([])

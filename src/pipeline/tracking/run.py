@@ -222,7 +222,8 @@ class TrackedRun:
         if not self.run_id:
             raise RuntimeError("metrics_logger() needs an open run: use TrackedRun as a context manager")
         already_logged = self.ledger.last_steps if self.ledger is not None else {}
-        return MlflowBatchLogger(self.uri, self.run_id, flush_every_s, already_logged, self.spool if spool else None)
+        spooling = self.spool if spool else None
+        return MlflowBatchLogger(self.uri, self.run_id, flush_every_s, already_logged, spooling, self.output_root)
 
     def log_config(self, resolved: dict[str, Any], config_yaml: str, overrides: list[str]) -> None:
         """The resolved config as params (flattened, full values) and as YAML; the overrides as given."""
