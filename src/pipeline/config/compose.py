@@ -153,7 +153,9 @@ def _plain_value(override: str, combination: Sequence[str]) -> tuple[str, object
     plain = not (parsed.is_add() or parsed.is_force_add() or parsed.is_delete() or parsed.package is not None)
     if not plain or _is_group_choice(override) or "/" in key or isinstance(value, dict | list):
         return None
-    others = [other.split("=", 1)[0].lstrip("+~") for other in combination if other != override]
+    others = [other.split("=", 1)[0].lstrip("+~").replace("/", ".") for other in combination if other != override]
+    if any("@" in other for other in others):  # a config placed in another package: where it lands is Hydra's
+        return None
     if any(other == key or key.startswith(f"{other}.") or other.startswith(f"{key}.") for other in others):
         return None
     return key, value
