@@ -14,9 +14,9 @@
   and check its predictions; `without_redundant_model_checks` skips that reload as well.
 - Starting a run, MLflow looks up the git commit, branch and remote of the main script's
   repository (its `GitRunContext`): it imports GitPython and runs git, ~0.12 s of every process's
-  start. The pipeline records its own code's git state (`pipeline.provenance`, the same
-  `mlflow.source.git.*` tags), so `without_git_lookup` leaves that provider out while the pipeline
-  starts a run.
+  start. The pipeline records its own code's git state (`pipeline.provenance`: the commit, the
+  diff, and MLflow's `mlflow.source.git.commit` and `.branch` tags; not the remote's URL), so
+  `without_git_lookup` leaves that provider out while the pipeline starts a run.
 - A run's metric history from a SQL store without an entity per point: `get_metric_history`
   makes a `Metric` per point (4.2 s for 100,000 points of a SQLite store, against 0.11 s for the
   two columns, docs/dependencies.md); a run reads its histories after training (learning curves,
