@@ -29,19 +29,19 @@ def _git(repo: Path, *args: str) -> str | None:
 
 
 def git_state(repo: Path) -> GitState:
-    commit = _git(repo, "rev-parse", "HEAD")
-    if commit is None:
+    head = _git(repo, "rev-parse", "HEAD", "--abbrev-ref", "HEAD")  # the commit, then the branch (HEAD if detached)
+    if head is None:
         return GitState(commit=None, dirty=False, diff="")
-    branch = (_git(repo, "rev-parse", "--abbrev-ref", "HEAD") or "").strip()
-    branch = None if branch in ("", "HEAD") else branch
+    commit, branch = head.split()
+    branch = None if branch == "HEAD" else branch
     status = _git(repo, "status", "--porcelain") or ""
     if not status.strip():
-        return GitState(commit=commit.strip(), dirty=False, diff="", branch=branch)
+        return GitState(commit=commit, dirty=False, diff="", branch=branch)
     untracked = [line[3:] for line in status.splitlines() if line.startswith("??")]
     diff = _git(repo, "diff", "HEAD") or ""
     if untracked:
         diff += "\n# untracked files:\n" + "\n".join(f"#   {path}" for path in untracked) + "\n"
-    return GitState(commit=commit.strip(), dirty=True, diff=diff, branch=branch)
+    return GitState(commit=commit, dirty=True, diff=diff, branch=branch)
 
 
 def installed_packages() -> str:
