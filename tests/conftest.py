@@ -68,6 +68,21 @@ def run_training(overrides: list[str]) -> TrainResult:
     return train(compose_config(overrides), overrides)
 
 
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout
+
+
+def make_repo(tmp_path: Path) -> Path:
+    """A throwaway git repository with one commit of one file, `train.py`."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q")
+    (repo / "train.py").write_text("lr = 0.001\n")
+    git(repo, "add", ".")
+    git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "first")
+    return repo
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Slow tests first: workers take the next test as they finish one, so the long ones do not end the run alone."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)

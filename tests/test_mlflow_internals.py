@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from mlflow.tracking.context import registry as run_context_registry
 from mlflow.tracking.context.git_context import GitRunContext
 from mlflow.utils import requirements_utils
 
+from conftest import git, make_repo
 from pipeline.tracking.mlflow_internals import (
     latest_schema_revision,
     metric_points,
@@ -69,11 +69,7 @@ def test_a_run_started_without_the_git_lookup_gets_no_git_tags_from_mlflow(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """MLflow looks up the repository of the main script; within the context it does not (the pipeline tags its own)."""
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    (repo / "train.py").write_text("")
-    for command in (["init", "-q"], ["add", "."], ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x"]):
-        subprocess.run(["git", "-C", str(repo), *command], check=True)
+    repo = make_repo(tmp_path)
     monkeypatch.setattr(sys, "argv", [str(repo / "train.py")])
     for provider in run_context_registry._run_context_provider_registry._registry:
         if isinstance(provider, GitRunContext):  # it keeps what it found for the process's main script: forget it
@@ -87,8 +83,9 @@ def test_a_run_started_without_the_git_lookup_gets_no_git_tags_from_mlflow(
 
     with without_git_lookup():
         assert git_tags() == {}
-    commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True).stdout
-    assert git_tags()["mlflow.source.git.commit"] == commit.strip()  # outside it MLflow looks again: the hook is real
+    assert (
+        git_tags()["mlflow.source.git.commit"] == git(repo, "rev-parse", "HEAD").strip()
+    )  # outside it MLflow looks again: the hook is real
 
 
 @pytest.mark.parametrize("store", ["sqlite", "file"])
