@@ -106,8 +106,13 @@ def load_trained_model(
 
 
 def load_stored_model(run_id: str, overrides: list[str]) -> tuple[DictConfig, torch.nn.Module, ImageSplits]:
-    """A FINISHED run's config (with ``key=value`` / ``group=option`` overrides), best model and data splits."""
-    uri = resolve_tracking_uri(*store_location(overrides))
+    """A FINISHED run's config (with ``key=value`` / ``group=option`` overrides), best model and data splits; the
+    overrides also say which store holds the run."""
+    return load_model_of_run(resolve_tracking_uri(*store_location(overrides)), run_id, overrides)
+
+
+def load_model_of_run(uri: str, run_id: str, overrides: list[str]) -> tuple[DictConfig, torch.nn.Module, ImageSplits]:
+    """`load_stored_model` for a caller that knows the store already (a sweep's end): no composition to find it."""
     stored = fetch_run(uri, run_id)
     if stored.status != "FINISHED":
         raise TrackingError(f"run {run_id} is {stored.status}: only a FINISHED run can be compressed")

@@ -44,9 +44,9 @@ def finish_best_trial(uri: str, output_root: Path, run_id: str, deferred: list[s
     from pipeline.run_summary import run_title
     from pipeline.tracking.compressed_models import variant_rows
     from pipeline.tracking.run import TrackedRun
-    from pipeline.workflows.compress import compress_and_log, load_stored_model
+    from pipeline.workflows.compress import compress_and_log, load_model_of_run
 
-    cfg, model, splits = load_stored_model(run_id, [f"tracking.uri={uri}", f"paths.output_root={output_root}"])
+    cfg, model, splits = load_model_of_run(uri, run_id, [f"paths.output_root={output_root}"])
     with TrackedRun(uri, cfg.tracking.experiment, output_root, cfg.run_name, {}, run_id, "sweep.best_trial") as run:
         log.info("best trial %s: logging what its sweep deferred (%s)", run_id, ", ".join(deferred))
         if "misclassified" in deferred:
