@@ -14,8 +14,10 @@
 3. Logging cost: N metric points through the pipeline's logger against one `log_batch`
    (and N synchronous `log_metric` calls, the naive path).
 4. Sweep throughput: trials per minute of a fixed small Hydra multirun, one process at a time
-   against two processes in parallel (one thread each); and the sweeper's overhead per trial (the
-   gap between one trial's run and the next) early and late in a 100-trial Optuna sweep.
+   against two processes in parallel (one thread each); the same sweep with models and
+   compression, the best trial's made at the end (the default) against every trial's (the store
+   checked for what the default promises); and the sweeper's overhead per trial (the gap between
+   one trial's run and the next) early and late in a 100-trial Optuna sweep.
 5. Scaling: samples/s and peak memory of a 1-epoch run on 3,500 against 60,000 synthetic images
    of MNIST's size; a run's start, a lookup by id, the runs page's query and the MLflow UI's runs
    page shown in headless Chromium (when scripts/test-deps.sh installed it) in a store of 100
@@ -345,31 +347,41 @@ def bench_logging(points: int, scratch: Path) -> dict[str, float]:
     return timings
 
 
-def bench_sweep(trials: int, overhead_trials: int, data: list[str], scratch: Path) -> dict[str, object]:
+def multirun(seeds: list[int], overrides: list[str], output_root: Path) -> subprocess.Popen:
+    """`pipeline-train -m seed=...` into ``output_root``, its output thrown away."""
+    command = [PYTHON, "-m", "pipeline.cli.train", "-m", f"seed={','.join(map(str, seeds))}", *overrides]
+    return subprocess.Popen([*command, f"paths.output_root={output_root}"], stdout=subprocess.DEVNULL)
+
+
+def new_store(output_root: Path) -> str:
+    """A created store in ``output_root`` (what a sweep's first seconds would otherwise include, once); its URI."""
+    output_root.mkdir()
+    uri = f"sqlite:///{output_root / 'mlflow.db'}"
+    ensure_experiment(uri, "digits", output_root)
+    return uri
+
+
+def bench_sweep(
+    trials: int, overhead_trials: int, data: list[str], scratch: Path, compression: list[str]
+) -> dict[str, object]:
     seeds = list(range(trials))
     base = ["trainer.max_epochs=1", "tracking.log_model=false", "compression=none", "hydra/job_logging=disabled", *data]
-
-    def multirun(seed_list: list[int], output_root: Path, threads: str | None) -> subprocess.Popen:
-        extra = [f"trainer.threads={threads}"] if threads else []
-        command = [PYTHON, "-m", "pipeline.cli.train", "-m", f"seed={','.join(map(str, seed_list))}", *base, *extra]
-        return subprocess.Popen([*command, f"paths.output_root={output_root}"], stdout=subprocess.DEVNULL)
-
     results = {}
     for name, groups, threads in (
-        ("one process", [seeds], None),
-        ("two processes, 1 thread each", [seeds[0::2], seeds[1::2]], "1"),
+        ("one process", [seeds], []),
+        ("two processes, 1 thread each", [seeds[0::2], seeds[1::2]], ["trainer.threads=1"]),
     ):
         output_root = scratch / f"sweep-{len(results)}"
-        output_root.mkdir()
-        ensure_experiment(f"sqlite:///{output_root / 'mlflow.db'}", "digits", output_root)  # create the store once
+        new_store(output_root)
         started = time.perf_counter()
-        processes = [multirun(group, output_root, threads) for group in groups]
+        processes = [multirun(group, [*base, *threads], output_root) for group in groups]
         if any(process.wait() for process in processes):
             raise RuntimeError(f"sweep '{name}' failed")
         results[name] = trials / (time.perf_counter() - started) * 60
     print(f"\n## Sweep throughput: {trials} trials of 1 epoch, trials per minute")
     for name, per_minute in results.items():
         print(f"{name:32} {per_minute:8.1f}")
+    with_models = bench_sweep_with_models(seeds, [*compression, *data], scratch)
     overhead = sweeper_overhead(overhead_trials, scratch)
     early, late = overhead["early_trials"], overhead["late_trials"]
     print(
@@ -379,7 +391,63 @@ def bench_sweep(trials: int, overhead_trials: int, data: list[str], scratch: Pat
     print(f"{'trials':24} {f'{early[0]}-{early[1]}':>10} {f'{late[0]}-{late[1]}':>10} {'ratio':>8}")
     ratio = overhead["late_gap_s"] / overhead["early_gap_s"]
     print(f"{'between two trials':24} {overhead['early_gap_s']:10.3f} {overhead['late_gap_s']:10.3f} {ratio:8.2f}")
-    return {"trials_per_minute": results, "sweeper_overhead": overhead}
+    return {"trials_per_minute": results, "with_models": with_models, "sweeper_overhead": overhead}
+
+
+# a sweep as a user runs it, models and compression on; `quick` compression (registering its variants, as the
+# default does) keeps the bench short: the best trial's share costs ~23 s here, the default's ~48 s
+WITH_MODELS = ["trainer.max_epochs=1", "hydra/job_logging=disabled", "compression=quick", "compression.register=true"]
+QUICK_VARIANTS = ["compression.variants=[fp16]"]  # --quick: one cheap variant shows the path works
+
+
+def bench_sweep_with_models(seeds: list[int], overrides: list[str], scratch: Path) -> dict[str, float]:
+    """Seconds of a sweep that leaves the model export and compression to its best trial, at the end (the
+    default, `sweep.log_models=best`), against one whose every trial does them (`sweep.log_models=all`)."""
+    seconds = {}
+    for mode in ("best", "all"):
+        output_root = scratch / f"sweep-models-{mode}"
+        uri = new_store(output_root)
+        started = time.perf_counter()
+        if multirun(seeds, [*WITH_MODELS, f"sweep.log_models={mode}", *overrides], output_root).wait():
+            raise RuntimeError(f"the sweep with sweep.log_models={mode} failed")
+        seconds[mode] = time.perf_counter() - started
+        if mode == "best":
+            variants = check_best_compressed(uri, len(seeds))
+    compression = " ".join(o for o in [*WITH_MODELS, *overrides] if o.startswith("compression"))
+    print(f"\n## A sweep with models: {len(seeds)} trials of 1 epoch, `{compression}`, seconds")
+    print(
+        f"{'sweep.log_models=best (the default)':40} {seconds['best']:8.1f}  ({len(seeds) / seconds['best'] * 60:.1f} trials/min)"
+    )
+    print(
+        f"{'sweep.log_models=all (every trial)':40} {seconds['all']:8.1f}  ({len(seeds) / seconds['all'] * 60:.1f} trials/min)"
+    )
+    print(f"{'ratio':40} {seconds['all'] / seconds['best']:8.2f}x")
+    print(
+        f"checked in the store: every trial FINISHED with its metrics and checkpoint; the best trial's model registered "
+        f"as digits-sweep@best, with compressed variants beside it: {variants}"
+    )
+    return {"log_models_best_s": seconds["best"], "log_models_all_s": seconds["all"], "best_variants": variants}
+
+
+def check_best_compressed(uri: str, trials: int) -> int:
+    """What the default sweep promises, read back from its store: every trial's metrics and checkpoint, and the
+    best trial registered (`digits-sweep@best`) and compressed; how many compressed variants it has."""
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("digits").experiment_id
+    runs = client.search_runs([experiment])
+    (parent,) = [run for run in runs if run.data.tags.get("sweep.role") == "parent"]
+    children = [run for run in runs if run is not parent]
+    for child in children:
+        checkpoints = [artifact.path for artifact in client.list_artifacts(child.info.run_id, "checkpoints")]
+        if child.info.status != "FINISHED" or "test/acc" not in child.data.metrics or not checkpoints:
+            raise RuntimeError(f"trial run {child.info.run_id}: {child.info.status}, checkpoints {checkpoints}")
+    best = parent.data.tags.get("sweep.best_run_id")
+    registered = client.get_model_version_by_alias("digits-sweep", "best").run_id
+    models = client.search_logged_models([experiment], filter_string=f"source_run_id = '{best}'")
+    variants = [model.name for model in models if model.name.startswith("model-")]
+    if len(children) != trials or registered != best or not variants:
+        raise RuntimeError(f"{len(children)} trials, best {best}, registered {registered}, variants {variants}")
+    return len(variants)
 
 
 def sweeper_overhead(trials: int, scratch: Path) -> dict[str, object]:
@@ -630,7 +698,11 @@ def main() -> None:
             summary["logging"] = bench_logging(50 if args.quick else args.points, scratch)
         if "sweep" in args.sections:
             summary["sweep"] = bench_sweep(
-                2 if args.quick else args.trials, 8 if args.quick else args.sweeper_trials, data, scratch
+                2 if args.quick else args.trials,
+                8 if args.quick else args.sweeper_trials,
+                data,
+                scratch,
+                QUICK_VARIANTS if args.quick else [],
             )
         if "scale" in args.sections:
             sizes, runs, points = (

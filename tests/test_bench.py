@@ -38,7 +38,9 @@ def test_quick_benchmark_prints_every_section_and_the_cpu_it_ran_on(tmp_path: Pa
     ):
         assert row in phases
     assert "## Sweeper overhead per trial, an Optuna sweep of 8 tiny trials" in done.stdout
+    assert "## A sweep with models: 2 trials of 1 epoch" in done.stdout  # its store checked by the bench itself
     summary = json.loads(summary_file.read_text())  # the same numbers, machine-readable
+    assert summary["sweep"]["with_models"]["best_variants"] > 0
     overhead = summary["sweep"]["sweeper_overhead"]
     assert overhead["trials"] == 8 and min(overhead["early_gap_s"], overhead["late_gap_s"]) > 0
     assert set(summary) >= {"cpu", "features", "throughput", "phases", "logging", "sweep", "scale"}
