@@ -102,6 +102,11 @@ def test_every_variant_is_measured_logged_and_loads_with_its_logged_accuracy(
     mlflow.set_tracking_uri(result.tracking_uri)
     uris = logged_variants(store, result.run_id)
     assert set(uris) == {"model"} | {f"model-{name}" for name in EXPECTED[family] - {"fp32"}}
+    for name in EXPECTED[family]:  # each model carries its own variant's metrics, none of the others'
+        logged_model = store.get_logged_model(uris["model" if name == "fp32" else f"model-{name}"].split("/")[-1])
+        linked = {metric.key for metric in logged_model.metrics or []}
+        assert f"compress/{name}/test_acc" in linked, name
+        assert {key.split("/")[1] for key in linked if key.startswith("compress/")} == {name}, name
     splits = safe_instantiate(compose_config(tiny).data, "data", shuffle_seed=0).splits
     images, labels = splits.test.images.numpy(), splits.test.labels.numpy()
     for name in EXPECTED[family] - {"fp32"}:

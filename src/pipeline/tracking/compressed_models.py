@@ -1,4 +1,4 @@
-"""Log a compression report to the open MLflow run: metrics, models, one table, one figure, registry.
+"""Log a compression report to the open MLflow run: models, each with its metrics, one table, one figure, registry.
 
 Formats, by what loads back (docs/dependencies.md): fp32 / pruned / half precision modules go through
 torch.export (`pt2`); statically quantized int8 modules cannot be exported or pickled, so their
@@ -148,22 +148,35 @@ def log_report(
 ) -> dict[str, str]:
     """Everything about the variants into the open run; returns variant name -> model URI.
 
+    The models go first, then each variant's metrics, linked to its own model: MLflow links every
+    metric a run holds at a model's step to each model it logs, so models logged after the 17
+    variants' ~270 metrics would each carry all of them (the UI showing int8's accuracy on the fp16
+    model) and each read the run's every metric history to copy them (~0.4 s a model here).
     With a ``ledger`` (a resumed run), metrics, models, the table and registered versions that an
     earlier process logged are kept and not logged again.
     """
     from pipeline.compress.tradeoff import tradeoff_figure  # matplotlib: only where a run logs its variants
     from pipeline.plotting import pyplot
 
+    uris = {}
+    for name, variant in report.variants.items():
+        if name == "fp32" and original_uri:
+            uris[name] = original_uri
+        else:
+            logged = ledger.logged_model(f"model-{name}") if ledger is not None else None
+            uris[name] = logged or log_variant_model(variant, example, config_yaml, num_classes)
+    failpoint("compression")
     rows = variant_rows(report)
-    metrics = {}
     for row in rows:
-        for key, value in row.items():
-            if not isinstance(value, str) and not math.isnan(value):
-                metrics[f"compress/{row['variant']}/{key}"] = float(value)
-    if ledger is not None:
-        metrics = ledger.new_metrics(metrics, step=0)
-    if metrics:
-        mlflow.log_metrics(metrics)
+        metrics = {
+            f"compress/{row['variant']}/{key}": float(value)
+            for key, value in row.items()
+            if not isinstance(value, str) and not math.isnan(value)
+        }
+        if ledger is not None:
+            metrics = ledger.new_metrics(metrics, step=0)
+        if metrics:
+            mlflow.log_metrics(metrics, step=0, model_id=model_id(uris.get(row["variant"])))
     if ledger is None or not ledger.has_artifact("compression/variants.json"):  # log_table appends to an existing table
         mlflow.log_table({key: [row[key] for row in rows] for key in rows[0]}, "compression/variants.json")
     mlflow.log_text(format_table(report) + "\n", "compression/variants.txt")
@@ -174,18 +187,14 @@ def log_report(
     tags["compress.threads"] = str(report.threads)
     tags.update({f"compress.skipped.{name}": reason for name, reason in report.skipped.items()})
     mlflow.set_tags(tags)
-
-    failpoint("compression")
-    uris = {}
-    for name, variant in report.variants.items():
-        if name == "fp32" and original_uri:
-            uris[name] = original_uri
-        else:
-            logged = ledger.logged_model(f"model-{name}") if ledger is not None else None
-            uris[name] = logged or log_variant_model(variant, example, config_yaml, num_classes)
     if registered_model:
         for name, uri in uris.items():
             if ledger is None or not ledger.registered(registered_model, name):
                 register_model(uri, registered_model, {"variant": name})
                 failpoint("registry")
     return uris
+
+
+def model_id(uri: str | None) -> str | None:
+    """The logged model's id in a `models:/<id>` URI (what `log_model` returns); None for anything else."""
+    return uri.removeprefix("models:/") if uri and uri.startswith("models:/m-") else None
