@@ -210,9 +210,12 @@ def test_a_run_killed_in_every_phase_after_training_resumes_each_time_with_nothi
         f"paths.output_root={out}",
     ]
     client, run_id = store_client(out), None
+    scratch = tmp_path / "tmp"  # what a SIGKILL leaves of a process's temporary folders (its figures) stays here
+    scratch.mkdir()
     for phase in PHASES:
         arguments = [f"resume={run_id}", f"paths.output_root={out}"] if run_id else overrides
-        killed = pipeline_train(*arguments, cwd=tmp_path, env={**cli_env(), FAILPOINT_ENV: phase})
+        env = {**cli_env(), FAILPOINT_ENV: phase, "TMPDIR": str(scratch)}
+        killed = pipeline_train(*arguments, cwd=tmp_path, env=env)
         assert killed.returncode == -signal.SIGKILL, f"{phase}: {killed.stderr[-3000:]}"
         (run,) = client.search_runs([client.get_experiment_by_name("digits").experiment_id])
         assert run.info.status == "RUNNING", phase  # as a power cut leaves it
