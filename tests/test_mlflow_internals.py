@@ -83,9 +83,8 @@ def test_a_run_started_without_the_git_lookup_gets_no_git_tags_from_mlflow(
 
     with without_git_lookup():
         assert git_tags() == {}
-    assert (
-        git_tags()["mlflow.source.git.commit"] == git(repo, "rev-parse", "HEAD").strip()
-    )  # outside it MLflow looks again: the hook is real
+    # outside it MLflow looks again: the hook is real
+    assert git_tags()["mlflow.source.git.commit"] == git(repo, "rev-parse", "HEAD").strip()
 
 
 @pytest.mark.parametrize("store", ["sqlite", "file"])
